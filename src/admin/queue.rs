@@ -1,0 +1,118 @@
+//! `schleuse queue list|show|retry|delete|hold|release|flush`, like
+//! `mailq`/`postsuper`, against the same database the gateway uses.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::bail;
+
+use crate::store::{MessageInfo, RecipientState, Store};
+
+fn time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1}K", b as f64 / (1 << 10) as f64),
+        b => format!("{b}"),
+    }
+}
+
+fn pending(m: &MessageInfo) -> usize {
+    m.recipients
+        .iter()
+        .filter(|r| r.state == RecipientState::Pending)
+        .count()
+}
+
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+pub async fn list(store: &dyn Store, json: bool) -> anyhow::Result<()> {
+    let messages = store.list().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&messages)?);
+        return Ok(());
+    }
+    if messages.is_empty() {
+        println!("queue is empty");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                time(m.received_at),
+                m.state.to_string(),
+                size(m.size),
+                m.attempts.to_string(),
+                format!("{}/{}", pending(m), m.recipients.len()),
+                if m.sender.is_empty() {
+                    "<>".into()
+                } else {
+                    m.sender.clone()
+                },
+                short(m.last_error.as_deref().unwrap_or(""), 60),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table(
+            &["ID", "RECEIVED", "STATE", "SIZE", "TRIES", "PENDING", "SENDER", "LAST ERROR"],
+            &rows
+        )
+    );
+    println!("{} message(s)", messages.len());
+    Ok(())
+}
+
+pub async fn show(store: &dyn Store, id: &str, json: bool) -> anyhow::Result<()> {
+    let Some(m) = store.get(id).await? else {
+        bail!("no message with id {id}");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    println!("id:           {}", m.id);
+    println!("state:        {}", m.state);
+    println!("received:     {}", time(m.received_at));
+    println!("account:      {}", m.account);
+    println!(
+        "sender:       {}",
+        if m.sender.is_empty() { "<>" } else { &m.sender }
+    );
+    println!("size:         {} bytes", m.size);
+    println!("attempts:     {}", m.attempts);
+    if pending(&m) > 0 {
+        println!("next attempt: {}", time(m.next_attempt));
+    }
+    if let Some(e) = &m.last_error {
+        println!("last error:   {e}");
+    }
+    let rows: Vec<Vec<String>> = m
+        .recipients
+        .iter()
+        .map(|r| {
+            vec![
+                r.address.clone(),
+                r.state.as_str().to_string(),
+                r.reply.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    println!();
+    print!("{}", super::table(&["RECIPIENT", "STATE", "LAST REPLY"], &rows));
+    Ok(())
+}

@@ -1,0 +1,731 @@
+//! Configuration: one TOML file (SPEC §4), validated before anything starts.
+//!
+//! - Secrets and host names may be written `${ENV_VAR}`; the variable is read
+//!   when the file is loaded, and a missing variable is an error naming the key.
+//! - Durations are written `30s`, `15m`, `14d`; sizes `25MB` (see [`parse_size`]).
+//! - Unknown keys are errors: a typo must never silently fall back to a default.
+//! - Relative paths are relative to the working directory (the repository in
+//!   development, `StateDirectory` under systemd, where absolute paths are used).
+//!
+//! Every default below appears, commented, in `conf/schleuse.toml`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// A configuration problem, always naming the file and, where known, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {key}: {reason}")]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        reason: String,
+    },
+    #[error("{file}: {key}: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The big switch: `enabled`, `paused` (accept and hold) or `disabled` (421).
+    #[serde(default)]
+    pub sending: Sending,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub accounts: AccountsSection,
+    #[serde(default)]
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub privacy: Privacy,
+    #[serde(default)]
+    pub log: Log,
+    /// Where the configuration came from; `None` for the built-in default.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sending {
+    #[default]
+    Enabled,
+    /// Accept and queue, but hold everything until an admin releases it.
+    Paused,
+    /// Refuse new mail with a temporary error.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Name used in the greeting, `Received:` and DSNs.
+    #[serde(deserialize_with = "expand")]
+    pub hostname: String,
+    /// Queue database, outbox and (later) the document store.
+    #[serde(deserialize_with = "expand_path")]
+    pub data_dir: PathBuf,
+    /// How long SIGTERM waits for sessions and deliveries in flight.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            data_dir: "var".into(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    Starttls,
+    Implicit,
+    /// Plain text; only allowed on loopback addresses.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    pub tls: ListenerTls,
+    /// Clients from these networks are treated as `account` without AUTH.
+    #[serde(default)]
+    pub trusted_networks: Vec<IpNet>,
+    /// The account whose identity trusted clients get.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        bind: SocketAddr::from(([127, 0, 0, 1], 2525)),
+        tls: ListenerTls::Starttls,
+        trusted_networks: Vec::new(),
+        account: None,
+    }]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; generated self-signed on first start if absent.
+    #[serde(deserialize_with = "expand_path")]
+    pub cert: PathBuf,
+    #[serde(deserialize_with = "expand_path")]
+    pub key: PathBuf,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            cert: "certs/server.crt".into(),
+            key: "certs/server.key".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    #[serde(deserialize_with = "expand_path")]
+    pub file: PathBuf,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            file: "conf/accounts.toml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamMode {
+    Relay,
+    Outbox,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    Starttls,
+    Implicit,
+    /// Only for a loopback upstream (a local Postfix, tests, benchmarks).
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    pub mode: UpstreamMode,
+    #[serde(deserialize_with = "expand")]
+    pub host: String,
+    pub port: u16,
+    pub tls: UpstreamTls,
+    #[serde(deserialize_with = "expand_opt")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "expand_opt")]
+    pub password: Option<String>,
+    /// Extra CA certificate(s) to trust besides the public roots (private
+    /// relays, tests).
+    #[serde(deserialize_with = "expand_opt_path")]
+    pub ca_file: Option<PathBuf>,
+    /// Residency (SPEC §7): hosts the gateway may relay to. Loopback hosts are
+    /// always allowed.
+    pub allowed_hosts: Vec<String>,
+    /// Per SMTP command; a stuck upstream must not stall the queue.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            mode: UpstreamMode::Outbox,
+            host: "in-v3.mailjet.com".into(),
+            port: 587,
+            tls: UpstreamTls::Starttls,
+            username: None,
+            password: None,
+            ca_file: None,
+            allowed_hosts: vec!["in-v3.mailjet.com".into()],
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Wait before attempt 2, 3, …; after the last entry, every last interval.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// After this, pending recipients bounce with a DSN.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// Concurrent upstream connections.
+    pub max_connections: usize,
+    /// Upstream message rate cap across all connections.
+    pub max_messages_per_second: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            retry_schedule: [60, 300, 900, 3600, 14400]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_age: Duration::from_secs(5 * 86400),
+            max_connections: 4,
+            max_messages_per_second: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    #[serde(deserialize_with = "size")]
+    pub max_message_size: u64,
+    pub max_recipients_per_message: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Protocol errors after which a session is dropped.
+    pub max_errors_per_session: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients_per_message: 50,
+            max_connections: 500,
+            max_connections_per_ip: 50,
+            max_errors_per_session: 10,
+        }
+    }
+}
+
+/// RFC 5321 §4.5.3.2 server timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Waiting for the next command.
+    #[serde(deserialize_with = "duration")]
+    pub command: Duration,
+    /// Waiting for the next chunk of DATA.
+    #[serde(deserialize_with = "duration")]
+    pub data_block: Duration,
+    /// The whole DATA phase (slow-client protection).
+    #[serde(deserialize_with = "duration")]
+    pub data_total: Duration,
+    /// TLS handshake.
+    #[serde(deserialize_with = "duration")]
+    pub tls_handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            command: Duration::from_secs(300),
+            data_block: Duration::from_secs(180),
+            data_total: Duration::from_secs(600),
+            tls_handshake: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceivedHeader {
+    Full,
+    #[default]
+    Minimal,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// `full` names the client's IP; `minimal` only the gateway; `none` adds none.
+    pub received_header: ReceivedHeader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `schleuse=debug`.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sending: Sending::Enabled,
+            server: Server::default(),
+            listeners: default_listeners(),
+            tls: Tls::default(),
+            accounts: AccountsSection::default(),
+            upstream: Upstream::default(),
+            delivery: Delivery::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            privacy: Privacy::default(),
+            log: Log::default(),
+            source: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.source = Some(path.to_owned());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in default (no config file), validated like any other.
+    pub fn builtin() -> Config {
+        Config::default()
+    }
+
+    /// The file name errors are reported against.
+    pub fn file_name(&self) -> PathBuf {
+        self.source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(built-in default)"))
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let parse_error = |key: String, err: &toml::de::Error| ConfigError::Parse {
+            file: path.to_owned(),
+            line: err
+                .span()
+                .map(|span| line_of(text, span.start))
+                .unwrap_or(1),
+            key: if key.is_empty() || key == "." {
+                "(document)".into()
+            } else {
+                key
+            },
+            reason: err.message().trim().to_string(),
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(String::new(), &e))?;
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| parse_error(e.path().to_string(), e.inner()))
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file_name(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks what the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.hostname.trim().is_empty() {
+            return Err(self.invalid("server.hostname", "must not be empty"));
+        }
+        if self.listeners.is_empty() {
+            return Err(self.invalid("listener", "at least one [[listener]] is needed"));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listener[{i}]");
+            if l.tls == ListenerTls::None && !l.bind.ip().is_loopback() {
+                return Err(self.invalid(
+                    &format!("{key}.tls"),
+                    format!(
+                        "\"none\" is only allowed on a loopback address, not {}",
+                        l.bind
+                    ),
+                ));
+            }
+            if !l.trusted_networks.is_empty() && l.account.is_none() {
+                return Err(self.invalid(
+                    &format!("{key}.account"),
+                    "trusted_networks needs the account whose identity those clients get",
+                ));
+            }
+        }
+        for (i, a) in self.listeners.iter().enumerate() {
+            if self.listeners[..i].iter().any(|b| b.bind == a.bind) {
+                return Err(self.invalid(
+                    &format!("listener[{i}].bind"),
+                    format!("{} is bound twice", a.bind),
+                ));
+            }
+        }
+        if self.upstream.mode == UpstreamMode::Relay {
+            let up = &self.upstream;
+            if up.host.trim().is_empty() {
+                return Err(self.invalid("upstream.host", "relay mode needs a host"));
+            }
+            let loopback = is_loopback_host(&up.host);
+            if up.tls == UpstreamTls::None && !loopback {
+                return Err(self.invalid(
+                    "upstream.tls",
+                    format!(
+                        "\"none\" is only allowed for a loopback upstream, not {}",
+                        up.host
+                    ),
+                ));
+            }
+            if !loopback
+                && !up
+                    .allowed_hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&up.host))
+            {
+                return Err(self.invalid(
+                    "upstream.host",
+                    format!(
+                        "{} is not in upstream.allowed_hosts (data residency); add it there to allow it",
+                        up.host
+                    ),
+                ));
+            }
+            if up.username.is_some() != up.password.is_some() {
+                return Err(self.invalid(
+                    "upstream.password",
+                    "username and password must be given together",
+                ));
+            }
+            if !loopback && up.username.is_none() {
+                return Err(self.invalid(
+                    "upstream.username",
+                    "a non-loopback upstream needs credentials",
+                ));
+            }
+            if let Some(ca) = &up.ca_file
+                && let Err(e) = std::fs::metadata(ca)
+            {
+                return Err(self.invalid("upstream.ca_file", format!("{}: {e}", ca.display())));
+            }
+        }
+        if self.delivery.retry_schedule.is_empty() {
+            return Err(self.invalid("delivery.retry_schedule", "needs at least one interval"));
+        }
+        if self.delivery.max_connections == 0 {
+            return Err(self.invalid("delivery.max_connections", "must be at least 1"));
+        }
+        if self.delivery.max_messages_per_second == 0 {
+            return Err(self.invalid("delivery.max_messages_per_second", "must be at least 1"));
+        }
+        if self.limits.max_message_size < 1024 {
+            return Err(self.invalid("limits.max_message_size", "must be at least 1KB"));
+        }
+        for (key, v) in [
+            (
+                "limits.max_recipients_per_message",
+                self.limits.max_recipients_per_message,
+            ),
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip,
+            ),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(self.invalid("log.level", format!("not a valid filter: {}", self.log.level)));
+        }
+        Ok(())
+    }
+}
+
+/// `localhost` or a loopback IP literal.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Replaces every `${NAME}` with the environment variable `NAME`.
+pub fn expand_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{ in {value:?}"))?;
+        let name = &after[..end];
+        if name.is_empty() {
+            return Err("empty ${} reference".into());
+        }
+        let var = std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&var);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    expand_env(&raw).map_err(serde::de::Error::custom)
+}
+
+fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw = String::deserialize(d)?;
+    expand_env(&raw).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn expand_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    expand(d).map(PathBuf::from)
+}
+
+fn expand_opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    expand(d).map(|s| Some(PathBuf::from(s)))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(d)?;
+    parse_duration(&raw).map_err(serde::de::Error::custom)
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| parse_duration(s))
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(n),
+        Raw::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `30s`, `15m`, `14d`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"15m\" or \"14d\" ({e})"))
+}
+
+/// `25MB`, `512KB`, `1GB` or plain bytes. Units are binary (1KB = 1024 bytes),
+/// as mail administrators usually mean them; `MiB`-style spellings work too.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{text:?} is not a size like \"25MB\" or \"512KB\"");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
+}
+
+impl fmt::Display for UpstreamMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamMode::Relay => "relay",
+            UpstreamMode::Outbox => "outbox",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::parse(text, Path::new("test.toml"))?;
+        c.source = Some("test.toml".into());
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn builtin_default_is_valid() {
+        Config::builtin().validate().expect("default config validates");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("25MB"), Ok(25 * 1024 * 1024));
+        assert_eq!(parse_size("512 KB"), Ok(512 * 1024));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("25 parsecs").is_err());
+        assert!(parse_size("99999999999999GB").is_err());
+        assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[upstream]\nmode = \"outbox\"\nprot = 25\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:3: upstream"), "{msg}");
+        assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let err = parse("[delivery]\nmax_age = \"forever\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("delivery.max_age"), "{msg}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("SCHLEUSE_TEST_SECRET", "s3cr3t") };
+        assert_eq!(
+            expand_env("a-${SCHLEUSE_TEST_SECRET}-b").as_deref(),
+            Ok("a-s3cr3t-b")
+        );
+        let err = expand_env("${SCHLEUSE_SURELY_UNSET_VAR}").unwrap_err();
+        assert!(err.contains("SCHLEUSE_SURELY_UNSET_VAR"));
+        let err = parse("[upstream]\nusername = \"${SCHLEUSE_SURELY_UNSET_VAR}\"\n").unwrap_err();
+        assert!(err.to_string().contains("upstream.username"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_listener_must_be_loopback() {
+        let err = parse("[[listener]]\nbind = \"0.0.0.0:25\"\ntls = \"none\"\n").unwrap_err();
+        assert!(err.to_string().contains("listener[0].tls"), "{err}");
+    }
+
+    #[test]
+    fn residency_refuses_unlisted_upstream() {
+        let err = parse(
+            "[upstream]\nmode = \"relay\"\nhost = \"smtp.example.com\"\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("allowed_hosts"), "{err}");
+        parse("[upstream]\nmode = \"relay\"\nhost = \"127.0.0.1\"\nport = 2600\ntls = \"none\"\n")
+            .expect("loopback upstream without TLS is fine");
+    }
+}

@@ -1,0 +1,169 @@
+//! Delivery status notifications (RFC 3464, RFC 6522 `multipart/report`).
+//!
+//! Sent with the null sender to the original envelope sender when
+//! recipients fail permanently or expire; never for a message that itself
+//! had the null sender (no bounce loops). Only the original *headers* are
+//! returned (`text/rfc822-headers`): the content stays in the house.
+
+use mail_builder::headers::date::Date;
+
+/// One failed recipient.
+pub struct Failure<'a> {
+    pub recipient: &'a str,
+    /// The upstream reply or our own reason, e.g. `550 5.1.1 no such user`.
+    pub diagnostic: &'a str,
+}
+
+pub struct Report<'a> {
+    pub hostname: &'a str,
+    pub queue_id: &'a str,
+    pub sender: &'a str,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    pub failures: &'a [Failure<'a>],
+    /// The original message; only its header block is used.
+    pub original: &'a [u8],
+}
+
+/// The `X.Y.Z` status from a reply text, or a default by reply class.
+fn status_of(diagnostic: &str) -> String {
+    let mut words = diagnostic.split_whitespace();
+    let code = words.next().unwrap_or("");
+    if let Some(esc) = words.next() {
+        let parts: Vec<&str> = esc.split('.').collect();
+        if parts.len() == 3
+            && matches!(parts[0], "4" | "5")
+            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        {
+            return esc.to_string();
+        }
+    }
+    if code.starts_with('4') {
+        "4.0.0".into()
+    } else {
+        "5.0.0".into()
+    }
+}
+
+fn header_block(message: &[u8]) -> &[u8] {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .unwrap_or(message.len());
+    &message[..end]
+}
+
+/// Keeps reply text on one line and within what a header field allows.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(900)
+        .collect()
+}
+
+pub fn build(r: &Report<'_>) -> Vec<u8> {
+    let boundary = format!("dsn-{}", r.queue_id);
+    let now = Date::now().to_rfc822();
+    let arrival = Date::new(r.received_at / 1000).to_rfc822();
+    let mut list = String::new();
+    for f in r.failures {
+        list.push_str(&format!(
+            "  <{}>\r\n    {}\r\n",
+            one_line(f.recipient),
+            one_line(f.diagnostic)
+        ));
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
+         To: <{to}>\r\n\
+         Subject: Unzustellbar / Undelivered Mail Returned to Sender\r\n\
+         Date: {now}\r\n\
+         Message-ID: <{id}.dsn@{host}>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n\
+         \r\n\
+         This is a MIME-encapsulated delivery status notification.\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         Ihre Nachricht (Kennung {id}) konnte an folgende Empf\u{e4}nger nicht\r\n\
+         zugestellt werden:\r\n\
+         \r\n\
+         Your message (id {id}) could not be delivered to these recipients:\r\n\
+         \r\n\
+         {list}\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; {host}\r\n\
+         X-Schleuse-Queue-ID: {id}\r\n\
+         Arrival-Date: {arrival}\r\n",
+        host = r.hostname,
+        to = one_line(r.sender),
+        id = r.queue_id,
+    ));
+    for f in r.failures {
+        out.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\n\
+             Action: failed\r\n\
+             Status: {}\r\n\
+             Diagnostic-Code: smtp; {}\r\n",
+            one_line(f.recipient),
+            status_of(f.diagnostic),
+            one_line(f.diagnostic)
+        ));
+    }
+    out.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(header_block(r.original));
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_structure() {
+        let failures = [Failure {
+            recipient: "bad@example.org",
+            diagnostic: "550 5.1.1 no such user",
+        }];
+        let dsn = build(&Report {
+            hostname: "gw.test",
+            queue_id: "q1",
+            sender: "anna@landkreis.example",
+            received_at: 0,
+            failures: &failures,
+            original: b"Subject: Bescheid\r\nFrom: a@landkreis.example\r\n\r\nSECRET BODY\r\n",
+        });
+        let text = String::from_utf8(dsn).expect("utf8");
+        assert!(text.contains("report-type=delivery-status"));
+        assert!(text.contains("Final-Recipient: rfc822; bad@example.org"));
+        assert!(text.contains("Status: 5.1.1"));
+        assert!(text.contains("Subject: Bescheid"));
+        assert!(!text.contains("SECRET BODY"));
+        assert!(!crate::session::wire::has_bare_line_ending(text.as_bytes()));
+        let parsed = mail_parser::MessageParser::new()
+            .parse(text.as_bytes())
+            .expect("parses");
+        assert_eq!(parsed.parts.len(), 4);
+    }
+
+    #[test]
+    fn status_fallbacks() {
+        assert_eq!(status_of("550 5.7.1 denied"), "5.7.1");
+        assert_eq!(status_of("554 transaction failed"), "5.0.0");
+        assert_eq!(status_of("451 later"), "4.0.0");
+    }
+}

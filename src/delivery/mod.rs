@@ -1,0 +1,389 @@
+//! Delivery (SPEC §9): take due messages from the queue and hand them on.
+//!
+//! A scheduler reads due messages from the store (oldest arrival first) and
+//! feeds a fixed pool of `delivery.max_connections` workers; each worker
+//! keeps its upstream connection open for the next message. A shared pacer
+//! caps the upstream rate at `delivery.max_messages_per_second`.
+//!
+//! Per recipient: `2xx` done; `4xx` (or a connection problem) retried after
+//! `delivery.retry_schedule[attempt]` with ±10 % jitter; `5xx`, or still
+//! pending after `delivery.max_age`, fails and the envelope sender gets a
+//! DSN. The scheduler also polls the store once a second, which is how
+//! `schleuse queue retry|release|flush` from another process take effect.
+
+pub mod dsn;
+pub mod outbox;
+pub mod relay;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::{Config, UpstreamMode};
+use crate::server::Shared;
+use crate::store::{
+    AttemptUpdate, MessageInfo, NewMessage, RecipientState, new_queue_id, now_ms,
+};
+use relay::{RcptResult, Upstream};
+
+/// How often the scheduler looks at the store without being woken.
+const POLL: Duration = Duration::from_secs(1);
+/// An upstream connection idle this long is closed politely.
+const IDLE_CLOSE: Duration = Duration::from_secs(10);
+
+/// Spaces sends evenly: at most `rate` per second across all workers.
+struct Pacer {
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self, rate: u32) {
+        let interval = Duration::from_secs(1) / rate.max(1);
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    in_flight: Mutex<HashSet<String>>,
+    finished: Notify,
+    pacer: Pacer,
+}
+
+/// Runs delivery until shutdown; returns after the workers have finished
+/// the messages they hold.
+pub async fn run(shared: Arc<Shared>) {
+    let workers = shared.config().delivery.max_connections;
+    let engine = Arc::new(Engine {
+        shared: Arc::clone(&shared),
+        in_flight: Mutex::new(HashSet::new()),
+        finished: Notify::new(),
+        pacer: Pacer {
+            next: tokio::sync::Mutex::new(Instant::now()),
+        },
+    });
+    let (tx, rx) = mpsc::channel::<MessageInfo>(workers);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut handles = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let engine = Arc::clone(&engine);
+        let rx = Arc::clone(&rx);
+        handles.push(tokio::spawn(async move { worker(n, engine, rx).await }));
+    }
+    schedule(&engine, tx).await;
+    for h in handles {
+        let _ = h.await;
+    }
+    tracing::info!("delivery stopped");
+}
+
+async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>) {
+    let shared = &engine.shared;
+    let mut shutdown = shared.shutdown_signal();
+    let store = Arc::clone(shared.queue.store());
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let in_flight = engine.in_flight.lock().map(|s| s.len()).unwrap_or(0);
+        let due = match store.due(now_ms(), in_flight + 64).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the queue");
+                Vec::new()
+            }
+        };
+        let mut dispatched = 0;
+        for msg in due {
+            let fresh = engine
+                .in_flight
+                .lock()
+                .map(|mut s| s.insert(msg.id.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            tokio::select! {
+                sent = tx.send(msg) => if sent.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            dispatched += 1;
+        }
+        if dispatched > 0 {
+            continue;
+        }
+        let wait = match store.next_due().await {
+            Ok(Some(t)) if t > now_ms() => POLL.min(Duration::from_millis((t - now_ms()) as u64)),
+            _ => POLL,
+        };
+        tokio::select! {
+            _ = shared.queue.notified() => {}
+            _ = engine.finished.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn worker(
+    n: usize,
+    engine: Arc<Engine>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<MessageInfo>>>,
+) {
+    let mut upstream: Option<Upstream> = None;
+    loop {
+        let next = {
+            let mut rx = rx.lock().await;
+            tokio::time::timeout(IDLE_CLOSE, rx.recv()).await
+        };
+        let msg = match next {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                if let Some(u) = upstream.take() {
+                    u.quit().await;
+                }
+                continue;
+            }
+        };
+        let id = msg.id.clone();
+        deliver(&engine, &mut upstream, msg).await;
+        if let Ok(mut s) = engine.in_flight.lock() {
+            s.remove(&id);
+        }
+        engine.finished.notify_one();
+    }
+    if let Some(u) = upstream.take() {
+        u.quit().await;
+    }
+    tracing::debug!(worker = n, "delivery worker stopped");
+}
+
+/// One attempt for one message, recorded in the store.
+async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageInfo) {
+    let shared = &engine.shared;
+    let config = shared.config();
+    let store = shared.queue.store();
+    let content = match store.content(&msg.id).await {
+        Ok(Some(c)) => c,
+        // Deleted or finished meanwhile (admin action): nothing to do.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(queue_id = %msg.id, error = %e, "cannot load message");
+            return;
+        }
+    };
+    let pending: Vec<String> = msg
+        .recipients
+        .iter()
+        .filter(|r| r.state == RecipientState::Pending)
+        .map(|r| r.address.clone())
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    engine.pacer.wait(config.delivery.max_messages_per_second).await;
+    let started = Instant::now();
+    let results = match config.upstream.mode {
+        UpstreamMode::Outbox => to_outbox(&config, &msg.id, &content, &pending),
+        UpstreamMode::Relay => to_relay(&config, upstream, &msg.sender, &pending, &content).await,
+    };
+    record(engine, &config, &msg, &content, results, started.elapsed()).await;
+}
+
+fn to_outbox(
+    config: &Config,
+    id: &str,
+    content: &[u8],
+    pending: &[String],
+) -> Vec<(String, RcptResult)> {
+    let result = match outbox::write(&config.server.data_dir, id, content) {
+        Ok(path) => RcptResult::Delivered(format!("250 2.0.0 written to {}", path.display())),
+        Err(e) => RcptResult::Temporary(format!("451 4.3.0 cannot write outbox file: {e}")),
+    };
+    pending.iter().map(|r| (r.clone(), result.clone())).collect()
+}
+
+async fn to_relay(
+    config: &Config,
+    upstream: &mut Option<Upstream>,
+    sender: &str,
+    pending: &[String],
+    content: &[u8],
+) -> Vec<(String, RcptResult)> {
+    // A reused connection may have been closed by the upstream while idle:
+    // one fresh connection is tried before calling the attempt failed.
+    for attempt in 0..2 {
+        let reused = upstream.is_some();
+        if upstream.is_none() {
+            match relay::connect(config).await {
+                Ok(u) => *upstream = Some(u),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect to the upstream");
+                    let text = format!("451 4.4.1 upstream unreachable: {e}");
+                    return pending
+                        .iter()
+                        .map(|r| (r.clone(), RcptResult::Temporary(text.clone())))
+                        .collect();
+                }
+            }
+        }
+        let Some(conn) = upstream.as_mut() else {
+            break;
+        };
+        match conn.send(sender, pending, content).await {
+            Ok(results) => {
+                if relay::closes_connection(&results)
+                    && let Some(u) = upstream.take()
+                {
+                    u.quit().await;
+                }
+                return results;
+            }
+            Err(e) => {
+                *upstream = None;
+                if reused && attempt == 0 {
+                    tracing::debug!(error = %e, "reused upstream connection failed; reconnecting");
+                    continue;
+                }
+                let text = format!("451 4.4.2 upstream connection failed: {e}");
+                return pending
+                    .iter()
+                    .map(|r| (r.clone(), RcptResult::Temporary(text.clone())))
+                    .collect();
+            }
+        }
+    }
+    let text = "451 4.4.2 upstream connection failed".to_string();
+    pending
+        .iter()
+        .map(|r| (r.clone(), RcptResult::Temporary(text.clone())))
+        .collect()
+}
+
+/// When to try again after `attempts` earlier attempts, with ±10 % jitter so
+/// a burst of deferrals does not come back as a burst.
+fn next_attempt(config: &Config, attempts: u32) -> i64 {
+    let schedule = &config.delivery.retry_schedule;
+    let idx = (attempts as usize).min(schedule.len().saturating_sub(1));
+    let base = schedule.get(idx).copied().unwrap_or(Duration::from_secs(300));
+    let jitter = rand::rng().random_range(0.9..1.1);
+    now_ms() + (base.as_millis() as f64 * jitter) as i64
+}
+
+async fn record(
+    engine: &Engine,
+    config: &Config,
+    msg: &MessageInfo,
+    content: &[u8],
+    mut results: Vec<(String, RcptResult)>,
+    took: Duration,
+) {
+    let store = engine.shared.queue.store();
+    let expired = now_ms() - msg.received_at > config.delivery.max_age.as_millis() as i64;
+    if expired {
+        for (_, r) in results.iter_mut() {
+            if let RcptResult::Temporary(text) = r {
+                *r = RcptResult::Permanent(format!(
+                    "{text} (gave up: queued longer than delivery.max_age; 4.4.7)"
+                ));
+            }
+        }
+    }
+    let (mut delivered, mut deferred, mut failed) = (0, 0, 0);
+    let mut updates = Vec::with_capacity(results.len());
+    let mut failures = Vec::new();
+    let mut last_temp = None;
+    for (rcpt, r) in &results {
+        match r {
+            RcptResult::Delivered(t) => {
+                delivered += 1;
+                updates.push((rcpt.clone(), RecipientState::Delivered, t.clone()));
+            }
+            RcptResult::Temporary(t) => {
+                deferred += 1;
+                last_temp = Some(t.clone());
+                updates.push((rcpt.clone(), RecipientState::Pending, t.clone()));
+            }
+            RcptResult::Permanent(t) => {
+                failed += 1;
+                failures.push((rcpt.clone(), t.clone()));
+                updates.push((rcpt.clone(), RecipientState::Failed, t.clone()));
+            }
+        }
+    }
+
+    // The DSN is queued before the failure is recorded: a crash in between
+    // can at worst send it twice, never lose it.
+    if !failures.is_empty() && !msg.sender.is_empty() {
+        queue_dsn(engine, config, msg, content, &failures).await;
+    }
+
+    let update = AttemptUpdate {
+        recipients: updates,
+        next_attempt: (deferred > 0).then(|| next_attempt(config, msg.attempts)),
+        error: last_temp.clone().or_else(|| failures.first().map(|f| f.1.clone())),
+    };
+    match store.record_attempt(&msg.id, update).await {
+        Ok(state) => tracing::info!(
+            queue_id = %msg.id,
+            attempt = msg.attempts + 1,
+            delivered,
+            deferred,
+            failed,
+            state = %state,
+            ms = took.as_millis() as u64,
+            reply = last_temp.as_deref().or(results.first().map(|(_, r)| match r {
+                RcptResult::Delivered(t) | RcptResult::Temporary(t) | RcptResult::Permanent(t) => t.as_str(),
+            })).unwrap_or(""),
+            "delivery attempt"
+        ),
+        Err(e) => tracing::error!(queue_id = %msg.id, error = %e, "cannot record delivery attempt"),
+    }
+}
+
+async fn queue_dsn(
+    engine: &Engine,
+    config: &Config,
+    msg: &MessageInfo,
+    content: &[u8],
+    failures: &[(String, String)],
+) {
+    let list: Vec<dsn::Failure<'_>> = failures
+        .iter()
+        .map(|(r, t)| dsn::Failure {
+            recipient: r,
+            diagnostic: t,
+        })
+        .collect();
+    let report = dsn::build(&dsn::Report {
+        hostname: &config.server.hostname,
+        queue_id: &msg.id,
+        sender: &msg.sender,
+        received_at: msg.received_at,
+        failures: &list,
+        original: content,
+    });
+    let dsn_msg = NewMessage {
+        id: new_queue_id(),
+        account: msg.account.clone(),
+        sender: String::new(),
+        recipients: vec![msg.sender.clone()],
+        content: report,
+        held: false,
+    };
+    match engine.shared.queue.submit(dsn_msg).await {
+        Ok(id) => tracing::info!(queue_id = %msg.id, dsn = %id, failed = failures.len(), "bounce notice queued"),
+        Err(e) => tracing::error!(queue_id = %msg.id, error = %e, "cannot queue bounce notice"),
+    }
+}

@@ -1,0 +1,161 @@
+//! The upstream relay (SPEC §9) through `mail-send`.
+//!
+//! STARTTLS or implicit TLS with AUTH and a verified certificate (public
+//! roots plus `upstream.ca_file`); plain text only for a loopback upstream.
+//! One connection carries many transactions in sequence. The transaction is
+//! driven command by command so every recipient gets its own result.
+
+use std::time::Duration;
+
+use mail_send::SmtpClientBuilder;
+use mail_send::smtp::message::Parameters;
+use mail_send::SmtpClient;
+use smtp_proto::Response;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{Config, UpstreamTls};
+use crate::tls;
+
+/// The result for one recipient of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptResult {
+    Delivered(String),
+    /// 4xx or a connection problem: try again later.
+    Temporary(String),
+    /// 5xx: bounce.
+    Permanent(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("upstream: {0}")]
+    Smtp(#[from] mail_send::Error),
+    #[error("upstream TLS setup: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// An open upstream connection, plain (loopback only) or TLS.
+pub enum Upstream {
+    Tls(SmtpClient<TlsStream<TcpStream>>),
+    Plain(SmtpClient<TcpStream>),
+}
+
+pub async fn connect(config: &Config) -> Result<Upstream, RelayError> {
+    let up = &config.upstream;
+    let connector = tls::client_connector(up.ca_file.as_deref())?;
+    let mut builder = SmtpClientBuilder::new_with_tls_connector(up.host.clone(), up.port, connector)
+        .implicit_tls(up.tls == UpstreamTls::Implicit)
+        .helo_host(config.server.hostname.clone())
+        .timeout(up.timeout);
+    if let (Some(user), Some(pass)) = (&up.username, &up.password) {
+        builder = builder.credentials((user.clone(), pass.clone()));
+    }
+    Ok(match up.tls {
+        UpstreamTls::None => Upstream::Plain(builder.connect_plain().await?),
+        UpstreamTls::Starttls | UpstreamTls::Implicit => Upstream::Tls(builder.connect().await?),
+    })
+}
+
+impl Upstream {
+    /// Runs one transaction. `Err` means the connection is unusable (drop it);
+    /// replies, even refusals, are `Ok` results per recipient.
+    pub async fn send(
+        &mut self,
+        sender: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<Vec<(String, RcptResult)>, mail_send::Error> {
+        match self {
+            Upstream::Tls(c) => transaction(c, sender, recipients, message).await,
+            Upstream::Plain(c) => transaction(c, sender, recipients, message).await,
+        }
+    }
+
+    pub async fn quit(self) {
+        let wait = Duration::from_secs(5);
+        let _ = match self {
+            Upstream::Tls(c) => tokio::time::timeout(wait, c.quit()).await,
+            Upstream::Plain(c) => tokio::time::timeout(wait, c.quit()).await,
+        };
+    }
+}
+
+pub fn reply_text(r: &Response<String>) -> String {
+    let [a, b, c] = r.esc;
+    let text = r.message.replace(['\r', '\n'], " ");
+    if a == 0 {
+        format!("{} {}", r.code, text.trim())
+    } else {
+        format!("{} {a}.{b}.{c} {}", r.code, text.trim())
+    }
+}
+
+fn classify(r: &Response<String>) -> RcptResult {
+    let text = reply_text(r);
+    match r.code {
+        200..=299 => RcptResult::Delivered(text),
+        500..=599 => RcptResult::Permanent(text),
+        _ => RcptResult::Temporary(text),
+    }
+}
+
+/// A 421 means the upstream is closing: results stand, but drop the client.
+pub fn closes_connection(results: &[(String, RcptResult)]) -> bool {
+    results
+        .iter()
+        .any(|(_, r)| matches!(r, RcptResult::Temporary(t) if t.starts_with("421")))
+}
+
+async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    sender: &str,
+    recipients: &[String],
+    message: &[u8],
+) -> Result<Vec<(String, RcptResult)>, mail_send::Error> {
+    let mut mail_params = Parameters::new();
+    if message.iter().any(|&b| b >= 0x80) {
+        mail_params.add(("BODY", "8BITMIME"));
+    }
+    if !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii()) {
+        mail_params.add("SMTPUTF8");
+    }
+    let all = |result: RcptResult| -> Vec<(String, RcptResult)> {
+        recipients
+            .iter()
+            .map(|r| (r.clone(), result.clone()))
+            .collect()
+    };
+    match client.mail_from(sender, &mail_params).await {
+        Ok(()) => {}
+        Err(mail_send::Error::UnexpectedReply(r)) => {
+            let _ = client.rset().await;
+            return Ok(all(classify(&r)));
+        }
+        Err(e) => return Err(e),
+    }
+    let mut results = Vec::with_capacity(recipients.len());
+    let mut accepted = Vec::with_capacity(recipients.len());
+    let none = Parameters::new();
+    for rcpt in recipients {
+        match client.rcpt_to(rcpt, &none).await {
+            Ok(()) => accepted.push(rcpt.clone()),
+            Err(mail_send::Error::UnexpectedReply(r)) => results.push((rcpt.clone(), classify(&r))),
+            Err(e) => return Err(e),
+        }
+    }
+    if accepted.is_empty() {
+        let _ = client.rset().await;
+        return Ok(results);
+    }
+    // mail-send appends "\r\n.\r\n" itself; our message ends in CRLF.
+    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+    let outcome = match client.data(body).await {
+        Ok(r) => classify(&r),
+        Err(mail_send::Error::UnexpectedReply(r)) => classify(&r),
+        Err(e) => return Err(e),
+    };
+    results.extend(accepted.into_iter().map(|r| (r, outcome.clone())));
+    Ok(results)
+}

@@ -1,0 +1,32 @@
+//! schleuse — a self-hosted SMTP submission gateway.
+//!
+//! Every message passes the stages below in this order, like a ship through
+//! a lock; the modules are declared in the same order.
+//!
+//! ```text
+//! app --SMTP+TLS+AUTH--> listener -> session -> policy -> transform
+//!                                                           |
+//!          upstream relay / outbox <- delivery <- queue <---+
+//!                                         \-> DSN to the sender
+//! ```
+//!
+//! - [`listener`]: accepts connections, caps them, runs TLS.
+//! - [`session`]: the SMTP dialogue (smtp-proto), AUTH, envelope, DATA.
+//! - [`policy`]: what an account may send.
+//! - [`transform`]: changes made to the message (the `Received:` header).
+//! - [`queue`] / [`store`]: durable hand-over; `250` only after fsync.
+//! - [`delivery`]: relay through mail-send, retries, DSNs, outbox mode.
+//! - [`admin`]: the `user` and `queue` commands; [`server`] wires it all.
+
+pub mod config;
+pub mod accounts;
+pub mod tls;
+pub mod listener;
+pub mod session;
+pub mod policy;
+pub mod transform;
+pub mod queue;
+pub mod store;
+pub mod delivery;
+pub mod admin;
+pub mod server;

@@ -1,0 +1,234 @@
+//! The `schleuse` command line (SPEC §3).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use schleuse::admin;
+use schleuse::config::{Config, LogFormat};
+use schleuse::server::{self, ConfigSource};
+use schleuse::store::Store;
+use schleuse::store::sqlite::SqliteStore;
+
+const DEFAULT_CONFIG: &str = "conf/schleuse.toml";
+
+#[derive(Parser)]
+#[command(name = "schleuse", version, about = "SMTP submission gateway: authenticated submission, durable queue, upstream relay")]
+struct Cli {
+    /// Config file [default: conf/schleuse.toml; built-in defaults if absent]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format (overrides [log] format)
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default)
+    Run,
+    /// Validate the configuration and every file it names
+    CheckConfig,
+    /// Manage SMTP accounts
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect and manage the queue
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an account (password from a prompt, or --password-stdin)
+    Add {
+        name: String,
+        /// Envelope/From addresses it may use: '*@domain', an address, or '*'
+        #[arg(long = "allow-sender", value_name = "PATTERN")]
+        allow_sender: Vec<String>,
+        /// Read the password as one line from stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change an account's password
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Messages waiting for delivery or held
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message with its recipients
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a queued message again now
+    Retry { id: String },
+    /// Delete a queued or held message
+    Delete { id: String },
+    /// Hold a queued message until released
+    Hold { id: String },
+    /// Release a held message
+    Release { id: String },
+    /// Try every queued message now
+    Flush,
+}
+
+fn config_source(cli: &Cli) -> ConfigSource {
+    match &cli.config {
+        Some(p) => ConfigSource::File(p.clone()),
+        None if Path::new(DEFAULT_CONFIG).exists() => ConfigSource::File(DEFAULT_CONFIG.into()),
+        None => ConfigSource::Builtin,
+    }
+}
+
+fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
+    let format = match arg {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Human) => LogFormat::Human,
+        None => config.map(|c| c.log.format).unwrap_or_default(),
+    };
+    let level = config.map(|c| c.log.level.clone()).unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCHLEUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+    Ok(Arc::new(SqliteStore::open(&config.server.data_dir)?))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("schleuse: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let source = config_source(&cli);
+    let command = cli.command.unwrap_or(Command::Run);
+    match command {
+        Command::Run => {
+            let config = source.load()?;
+            init_logging(Some(&config), cli.log_format);
+            runtime()?.block_on(server::run(source))
+        }
+        Command::CheckConfig => {
+            let config = source.load()?;
+            schleuse::accounts::Accounts::load(&config.accounts.file)?;
+            for l in &config.listeners {
+                if l.tls != schleuse::config::ListenerTls::None
+                    && (config.tls.cert.exists() || config.tls.key.exists())
+                {
+                    schleuse::tls::server_config(&config.tls.cert, &config.tls.key)?;
+                    break;
+                }
+            }
+            if let Some(ca) = &config.upstream.ca_file {
+                schleuse::tls::client_connector(Some(ca))?;
+            }
+            println!("{}: OK", config.file_name().display());
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let config = source.load()?;
+            let file = &config.accounts.file;
+            match cmd {
+                UserCommand::Add {
+                    name,
+                    allow_sender,
+                    password_stdin,
+                } => admin::user::add(file, &name, &allow_sender, password_stdin),
+                UserCommand::Passwd {
+                    name,
+                    password_stdin,
+                } => admin::user::passwd(file, &name, password_stdin),
+                UserCommand::List { json } => admin::user::list(file, json),
+                UserCommand::Remove { name } => admin::user::remove(file, &name),
+            }
+        }
+        Command::Queue(cmd) => {
+            let config = source.load()?;
+            let rt = runtime()?;
+            let store = open_store(&config)?;
+            rt.block_on(queue_command(store.as_ref(), cmd))
+        }
+    }
+}
+
+async fn queue_command(store: &dyn Store, cmd: QueueCommand) -> anyhow::Result<()> {
+    match cmd {
+        QueueCommand::List { json } => admin::queue::list(store, json).await,
+        QueueCommand::Show { id, json } => admin::queue::show(store, &id, json).await,
+        QueueCommand::Retry { id } => {
+            store.retry(&id).await?;
+            println!("{id}: will be retried within a second");
+            Ok(())
+        }
+        QueueCommand::Delete { id } => {
+            store.delete(&id).await?;
+            println!("{id}: deleted");
+            Ok(())
+        }
+        QueueCommand::Hold { id } => {
+            store.hold(&id).await?;
+            println!("{id}: held");
+            Ok(())
+        }
+        QueueCommand::Release { id } => {
+            store.release(&id).await?;
+            println!("{id}: released");
+            Ok(())
+        }
+        QueueCommand::Flush => {
+            let n = store.flush().await?;
+            println!("{n} queued message(s) will be retried within a second");
+            Ok(())
+        }
+    }
+}

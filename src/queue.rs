@@ -1,0 +1,45 @@
+//! The queue: the hand-over point between the sessions and delivery.
+//!
+//! Sessions [`Queue::submit`] messages (durable on return); delivery waits on
+//! [`Queue::notified`] and otherwise polls the store, which also picks up
+//! changes the admin CLI made from another process.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::store::{NewMessage, QueueId, Store, StoreError};
+
+pub struct Queue {
+    store: Arc<dyn Store>,
+    wake: Notify,
+}
+
+impl Queue {
+    pub fn new(store: Arc<dyn Store>) -> Queue {
+        Queue {
+            store,
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Stores the message durably, then wakes delivery.
+    pub async fn submit(&self, msg: NewMessage) -> Result<QueueId, StoreError> {
+        let id = self.store.enqueue(msg).await?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Resolves when a new message was submitted.
+    pub async fn notified(&self) {
+        self.wake.notified().await
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}

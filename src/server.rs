@@ -1,0 +1,287 @@
+//! `schleuse run`: wires the stages together and owns the process lifecycle.
+//!
+//! Start-up: config → store → accounts (a first `via` account if there is
+//! none) → TLS material → listeners bound → delivery started → `READY=1` to
+//! systemd. SIGHUP reloads config, accounts and the certificate; a reload
+//! that fails validation is refused and the running configuration stays.
+//! SIGTERM stops accepting, lets sessions finish up to
+//! `server.shutdown_grace`, stops delivery after the messages in hand; a
+//! second SIGTERM exits at once (the store is consistent at every commit).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::accounts::{Account, Accounts};
+use crate::config::{Config, ListenerTls, UpstreamMode};
+use crate::listener::Connections;
+use crate::queue::Queue;
+use crate::store::sqlite::SqliteStore;
+use crate::{delivery, listener, tls};
+
+/// State every session and worker shares. Config and accounts are swapped
+/// whole on reload; readers take a cheap `Arc` snapshot.
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    accounts: RwLock<Arc<Accounts>>,
+    tls: RwLock<Option<TlsAcceptor>>,
+    shutdown: watch::Receiver<bool>,
+    pub queue: Queue,
+    pub connections: Connections,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        accounts: Accounts,
+        tls: Option<TlsAcceptor>,
+        queue: Queue,
+        shutdown: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            config: RwLock::new(Arc::new(config)),
+            accounts: RwLock::new(Arc::new(accounts)),
+            tls: RwLock::new(tls),
+            shutdown,
+            queue,
+            connections: Connections::default(),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn accounts(&self) -> Arc<Accounts> {
+        match self.accounts.read() {
+            Ok(a) => Arc::clone(&a),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+        self.tls.read().ok().and_then(|t| t.clone())
+    }
+
+    pub fn has_tls(&self) -> bool {
+        self.tls.read().map(|t| t.is_some()).unwrap_or(false)
+    }
+
+    /// A receiver that changes once, when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    fn replace(&self, config: Config, accounts: Accounts, tls: Option<TlsAcceptor>) {
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(config);
+        }
+        if let Ok(mut a) = self.accounts.write() {
+            *a = Arc::new(accounts);
+        }
+        if let Ok(mut t) = self.tls.write() {
+            *t = tls;
+        }
+    }
+}
+
+/// Where the running configuration comes from, for reloads.
+pub enum ConfigSource {
+    File(PathBuf),
+    Builtin,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Ok(match self {
+            ConfigSource::File(p) => Config::load(p)?,
+            ConfigSource::Builtin => Config::builtin(),
+        })
+    }
+}
+
+/// The TLS acceptor, generating a self-signed certificate on first start.
+fn load_tls(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+    if config
+        .listeners
+        .iter()
+        .all(|l| l.tls == ListenerTls::None)
+    {
+        return Ok(None);
+    }
+    if tls::ensure_self_signed(&config.tls.cert, &config.tls.key, &config.server.hostname)? {
+        tracing::warn!(
+            cert = %config.tls.cert.display(),
+            "generated a self-signed certificate; replace it with a real one for production"
+        );
+    }
+    let server = tls::server_config(&config.tls.cert, &config.tls.key)?;
+    Ok(Some(TlsAcceptor::from(server)))
+}
+
+/// Creates the `via` account with a random password when there is none.
+fn first_account(config: &Config) -> anyhow::Result<Accounts> {
+    let path = &config.accounts.file;
+    let mut accounts = Accounts::load(path)?;
+    if accounts.accounts.is_empty() {
+        let password = crate::accounts::random_password();
+        accounts.add(Account {
+            name: "via".into(),
+            password_hash: crate::accounts::hash_password(&password)?,
+            allowed_senders: vec!["*@landkreis.example".into()],
+        })?;
+        accounts
+            .save(path)
+            .with_context(|| "cannot write the first account")?;
+        // Printed once, to the terminal/journal of the first start only.
+        eprintln!(
+            "\n  No SMTP account existed, so one was created:\n\
+             \n      user:     via\n      password: {password}\n\
+             \n  It may send as *@landkreis.example. This password is shown only now;\n  \
+             change it with `schleuse user passwd via`. Stored (hashed) in {}.\n",
+            path.display()
+        );
+    }
+    Ok(accounts)
+}
+
+pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
+    let config = source.load()?;
+    if let ConfigSource::Builtin = source {
+        tracing::info!("no config file found: using the built-in defaults (see conf/schleuse.toml)");
+    }
+    let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
+    tracing::info!(db = %store.path().display(), "queue store opened (SQLite, WAL, fsync per commit)");
+    let accounts = first_account(&config)?;
+    let tls = load_tls(&config)?;
+
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let listener = TcpListener::bind(l.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.bind))?;
+        bound.push((listener, l.clone()));
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        accounts,
+        tls,
+        Queue::new(store),
+        shutdown_rx,
+    ));
+
+    let mut listeners = Vec::new();
+    for (listener, l) in bound {
+        let auth = match (&l.account, l.trusted_networks.is_empty()) {
+            (Some(a), false) => format!(", trusted networks act as account {a}"),
+            _ => String::new(),
+        };
+        tracing::info!("accepting mail on {} ({:?}{auth})", l.bind, l.tls);
+        listeners.push(tokio::spawn(listener::serve(
+            listener,
+            l.bind,
+            Arc::clone(&shared),
+        )));
+    }
+    match config.upstream.mode {
+        UpstreamMode::Outbox => tracing::info!(
+            "outbox mode: final messages are written to {}/<queue-id>.eml",
+            delivery::outbox::dir(&config.server.data_dir).display()
+        ),
+        UpstreamMode::Relay => tracing::info!(
+            "relaying to {}:{} ({:?})",
+            config.upstream.host,
+            config.upstream.port,
+            config.upstream.tls
+        ),
+    }
+    let delivery = tokio::spawn(delivery::run(Arc::clone(&shared)));
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    spawn_watchdog();
+
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&source, &shared),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    let grace = shared.config().server.shutdown_grace;
+    tracing::info!(grace = ?grace, sessions = shared.connections.active(), "shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = shutdown_tx.send(true);
+    // A second signal means "now".
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting immediately");
+        std::process::exit(1);
+    });
+    for l in listeners {
+        let _ = l.await;
+    }
+    if !shared.connections.wait_idle(grace).await {
+        tracing::warn!(
+            sessions = shared.connections.active(),
+            "sessions still open after the grace period; closing them"
+        );
+    }
+    let _ = tokio::time::timeout(grace, delivery).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload(source: &ConfigSource, shared: &Shared) {
+    let attempt = || -> anyhow::Result<(Config, Accounts, Option<TlsAcceptor>)> {
+        let config = source.load()?;
+        let accounts = Accounts::load(&config.accounts.file)?;
+        let tls = load_tls(&config)?;
+        Ok((config, accounts, tls))
+    };
+    match attempt() {
+        Ok((config, accounts, tls)) => {
+            let old = shared.config();
+            if old.listeners.iter().map(|l| l.bind).ne(config.listeners.iter().map(|l| l.bind)) {
+                tracing::warn!("listener addresses changed: this takes a restart");
+            }
+            let n = accounts.accounts.len();
+            shared.replace(config, accounts, tls);
+            tracing::info!(accounts = n, "configuration reloaded");
+        }
+        Err(e) => tracing::error!("reload refused, the running configuration stays: {e:#}"),
+    }
+}
+
+/// Pings systemd's watchdog at half its interval, when one is configured.
+fn spawn_watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    });
+}

@@ -1,0 +1,143 @@
+//! AUTH PLAIN and LOGIN (RFC 4954, RFC 4616) against the accounts file.
+//!
+//! Refused before TLS except on a plain-text loopback listener. The argon2
+//! check runs on a blocking thread so a burst of logins cannot stall the
+//! other sessions on the runtime.
+
+use mail_parser::decoders::base64::base64_decode;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::reply::{self, Reply};
+use super::{SaslState, Session, wire};
+
+/// base64("Username:") and base64("Password:"), the customary LOGIN prompts.
+const LOGIN_USER: &str = "VXNlcm5hbWU6";
+const LOGIN_PASS: &str = "UGFzc3dvcmQ6";
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) async fn auth(&mut self, mechanism: u64, initial: String) -> Reply {
+        if self.account.is_some() {
+            return reply::ALREADY_AUTHED;
+        }
+        if self.envelope.is_some() {
+            return reply::AUTH_IN_TRANSACTION;
+        }
+        if !self.auth_allowed() {
+            return reply::ENCRYPTION_REQUIRED;
+        }
+        if self.helo.is_none() {
+            return reply::NEED_EHLO;
+        }
+        match mechanism {
+            wire::AUTH_PLAIN if initial.is_empty() => {
+                self.sasl = Some(SaslState::Plain);
+                Reply::challenge("")
+            }
+            // "=" is an empty initial response (RFC 4954 §4).
+            wire::AUTH_PLAIN if initial == "=" => self.check_plain(&[]).await,
+            wire::AUTH_PLAIN => match base64_decode(initial.as_bytes()) {
+                Some(decoded) => self.check_plain(&decoded).await,
+                None => reply::AUTH_BAD_BASE64,
+            },
+            wire::AUTH_LOGIN if initial.is_empty() => {
+                self.sasl = Some(SaslState::LoginUser);
+                Reply::challenge(LOGIN_USER)
+            }
+            wire::AUTH_LOGIN => match decode_text(initial.as_bytes()) {
+                Some(user) => {
+                    self.sasl = Some(SaslState::LoginPass { user });
+                    Reply::challenge(LOGIN_PASS)
+                }
+                None => reply::AUTH_BAD_BASE64,
+            },
+            _ => reply::AUTH_UNKNOWN_MECH,
+        }
+    }
+
+    /// The client's answer to a `334` challenge.
+    pub(super) async fn sasl_response(&mut self, line: &[u8]) -> Reply {
+        let Some(state) = self.sasl.take() else {
+            return reply::UNKNOWN_COMMAND;
+        };
+        if line == b"*" {
+            return reply::AUTH_CANCELLED;
+        }
+        match state {
+            SaslState::Plain => match base64_decode(line) {
+                Some(decoded) => self.check_plain(&decoded).await,
+                None if line.is_empty() => self.check_plain(&[]).await,
+                None => reply::AUTH_BAD_BASE64,
+            },
+            SaslState::LoginUser => match decode_text(line) {
+                Some(user) => {
+                    self.sasl = Some(SaslState::LoginPass { user });
+                    Reply::challenge(LOGIN_PASS)
+                }
+                None => reply::AUTH_BAD_BASE64,
+            },
+            SaslState::LoginPass { user } => match decode_text(line) {
+                Some(pass) => self.verify(user, pass).await,
+                None => reply::AUTH_BAD_BASE64,
+            },
+        }
+    }
+
+    /// PLAIN: `authzid NUL authcid NUL passwd`. Acting as another identity
+    /// (authzid differing from authcid) is not supported.
+    async fn check_plain(&mut self, decoded: &[u8]) -> Reply {
+        let mut parts = decoded.split(|&b| b == 0);
+        let (Some(authz), Some(authc), Some(pass), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return self.auth_failed("-", "malformed PLAIN response");
+        };
+        let (Ok(authz), Ok(authc), Ok(pass)) = (
+            std::str::from_utf8(authz),
+            std::str::from_utf8(authc),
+            std::str::from_utf8(pass),
+        ) else {
+            return self.auth_failed("-", "PLAIN response is not UTF-8");
+        };
+        if !authz.is_empty() && authz != authc {
+            return self.auth_failed(authc, "authorization identity differs");
+        }
+        self.verify(authc.to_string(), pass.to_string()).await
+    }
+
+    async fn verify(&mut self, user: String, pass: String) -> Reply {
+        let accounts = self.shared.accounts();
+        let name = user.clone();
+        let result = tokio::task::spawn_blocking(move || accounts.verify(&name, &pass)).await;
+        match result {
+            Ok(Some(account)) => {
+                tracing::info!(
+                    session = %self.origin.session_id,
+                    account = %account.name,
+                    "authenticated"
+                );
+                self.account = Some(account);
+                reply::AUTH_OK
+            }
+            Ok(None) => self.auth_failed(&user, "wrong name or password"),
+            Err(e) => {
+                tracing::error!(error = %e, "password check failed to run");
+                reply::AUTH_UNAVAILABLE
+            }
+        }
+    }
+
+    fn auth_failed(&self, user: &str, why: &str) -> Reply {
+        tracing::warn!(
+            session = %self.origin.session_id,
+            client = %self.origin.peer.ip(),
+            user = %user,
+            reason = why,
+            "authentication failed"
+        );
+        reply::AUTH_FAILED
+    }
+}
+
+fn decode_text(b64: &[u8]) -> Option<String> {
+    base64_decode(b64).and_then(|v| String::from_utf8(v).ok())
+}

@@ -1,0 +1,136 @@
+//! DATA: receive, check, stamp, and make durable before `250`.
+//!
+//! Only `<CRLF>.<CRLF>` ends the message (smtp-proto's receiver); a message
+//! containing a bare CR or LF is refused whole (`550 5.6.0`), so no smuggled
+//! second message can ever come out of it. Oversized messages are read to
+//! their end and discarded (`552 5.3.4`). The `250` is sent only after the
+//! store has committed the message (fsync).
+
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::reply::{self, Reply};
+use super::{Session, wire};
+use crate::config::Sending;
+use crate::store::{NewMessage, new_queue_id};
+use crate::{policy, transform};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) fn data_allowed(&self) -> Result<(), Reply> {
+        if self.account.is_none() {
+            return Err(reply::AUTH_REQUIRED);
+        }
+        match &self.envelope {
+            None => Err(reply::NEED_MAIL),
+            Some(e) if e.recipients.is_empty() => Err(reply::NEED_RCPT),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Reads the message after `354` and returns the final reply.
+    pub(super) async fn receive_data(&mut self) -> std::io::Result<Reply> {
+        let max = usize::try_from(self.config.limits.max_message_size).unwrap_or(usize::MAX);
+        let (block, total) = self.data_timeouts();
+        let deadline = Instant::now() + total;
+        let mut rx = wire::DataIn::new(max);
+
+        let (used, mut done) = rx.ingest(&self.input);
+        self.input.drain(..used);
+        let mut buf = vec![0u8; 64 * 1024];
+        while !done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.envelope = None;
+                return Ok(reply::TIMEOUT);
+            }
+            let n = match tokio::time::timeout(block.min(left), self.stream.read(&mut buf)).await {
+                Err(_) => {
+                    self.envelope = None;
+                    return Ok(reply::TIMEOUT);
+                }
+                Ok(Ok(0)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "client closed the connection during DATA",
+                    ));
+                }
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(e),
+            };
+            let (used, finished) = rx.ingest(&buf[..n]);
+            done = finished;
+            // Commands pipelined after the final dot (e.g. QUIT).
+            self.input.extend_from_slice(&buf[used..n]);
+        }
+        Ok(self.finish_message(rx).await)
+    }
+
+    async fn finish_message(&mut self, rx: wire::DataIn) -> Reply {
+        let Some(envelope) = self.envelope.take() else {
+            return reply::NEED_MAIL;
+        };
+        let Some(account) = self.account.clone() else {
+            return reply::AUTH_REQUIRED;
+        };
+        if rx.too_big {
+            self.log_rejection("data", &reply::TOO_BIG);
+            return reply::TOO_BIG;
+        }
+        let mut body = rx.body;
+        if wire::has_bare_line_ending(&body) {
+            self.log_rejection("data", &reply::BARE_LINE_END_DATA);
+            return reply::BARE_LINE_END_DATA;
+        }
+        if let Err(r) = policy::check_header_from(&account, &body) {
+            self.log_rejection("data", &r);
+            return r;
+        }
+
+        let id = new_queue_id();
+        let stamp = transform::Stamp {
+            hostname: &self.config.server.hostname,
+            helo: self.helo.as_deref().unwrap_or("unknown"),
+            peer: self.origin.peer.ip(),
+            tls: self.tls_active,
+            authenticated: !self.trusted,
+            queue_id: &id,
+            mode: self.config.privacy.received_header,
+        };
+        transform::prepend_received(&mut body, &stamp);
+
+        let size = body.len();
+        let rcpts = envelope.recipients.len();
+        let held = self.shared.config().sending == Sending::Paused;
+        let msg = NewMessage {
+            id,
+            account: account.name.clone(),
+            sender: envelope.sender,
+            recipients: envelope.recipients,
+            content: body,
+            held,
+        };
+        match self.shared.queue.submit(msg).await {
+            Ok(id) => {
+                tracing::info!(
+                    session = %self.origin.session_id,
+                    queue_id = %id,
+                    account = %account.name,
+                    size,
+                    rcpts,
+                    held,
+                    "accepted"
+                );
+                Reply::owned(
+                    250,
+                    [2, 0, 0],
+                    format!("Message accepted for delivery; queued as {id}"),
+                )
+            }
+            Err(e) => {
+                tracing::error!(session = %self.origin.session_id, error = %e, "cannot store message");
+                reply::STORAGE_FAILED
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The SMTP submission dialogue (RFC 5321, 3207, 4954, 2920; SPEC §5).
+//!
+//! One [`Session`] per connection, generic over the stream so the same code
+//! runs on plain TCP and inside TLS. The session owns the bytes: it frames
+//! lines, hands each command to its handler (`auth`, `envelope`, `data`),
+//! and writes the [`Reply`] values they return. Replies are batched and
+//! flushed when the client's pipelined input is used up (RFC 2920).
+//!
+//! STARTTLS (RFC 3207): the session returns [`Outcome::StartTls`]; the
+//! listener performs the handshake and starts a fresh session on the TLS
+//! stream. Bytes the client pipelined after `STARTTLS` are dropped with the
+//! old session (CVE-2011-0411 class).
+//!
+//! Config keys: `[limits]`, `[timeouts]`, `listener.*`, `sending`.
+
+mod auth;
+mod data;
+mod envelope;
+pub mod reply;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::Request;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::accounts::Account;
+use crate::config::{Config, ListenerTls};
+use crate::server::Shared;
+use reply::Reply;
+
+/// What the listener needs to know about where a session runs.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    pub listener_tls: ListenerTls,
+    /// The account trusted-network clients act as, when the peer is in one.
+    pub trusted_account: Option<String>,
+    /// Short id for log correlation.
+    pub session_id: String,
+}
+
+/// How a session ended.
+pub enum Outcome {
+    Closed,
+    /// The client asked for STARTTLS and got `220`: upgrade the stream.
+    StartTls,
+}
+
+/// The transaction in progress (between MAIL and the end of DATA).
+#[derive(Debug, Default)]
+struct Envelope {
+    sender: String,
+    recipients: Vec<String>,
+}
+
+/// A pending SASL exchange waiting for the client's next line.
+enum SaslState {
+    Plain,
+    LoginUser,
+    LoginPass { user: String },
+}
+
+pub struct Session<S> {
+    stream: S,
+    shared: Arc<Shared>,
+    /// Snapshot taken at connect: a reload applies to new sessions.
+    config: Arc<Config>,
+    origin: Origin,
+    tls_active: bool,
+    helo: Option<String>,
+    account: Option<Account>,
+    /// True when `account` came from a trusted network, not from AUTH.
+    trusted: bool,
+    envelope: Option<Envelope>,
+    sasl: Option<SaslState>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    errors: u32,
+    /// Set after an over-long line: skip input up to the next LF.
+    discarding_line: bool,
+}
+
+/// What handling one line asks the loop to do next.
+enum Next {
+    Continue,
+    Data,
+    StartTls,
+    Close,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub fn new(stream: S, shared: Arc<Shared>, origin: Origin, tls_active: bool) -> Self {
+        let config = shared.config();
+        let (account, trusted) = match &origin.trusted_account {
+            Some(name) => (shared.accounts().get(name).cloned(), true),
+            None => (None, false),
+        };
+        Session {
+            stream,
+            shared,
+            config,
+            origin,
+            tls_active,
+            helo: None,
+            account,
+            trusted,
+            envelope: None,
+            sasl: None,
+            input: Vec::with_capacity(1024),
+            output: Vec::with_capacity(512),
+            errors: 0,
+            discarding_line: false,
+        }
+    }
+
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    /// Runs the dialogue. `greet` is false after STARTTLS (no second 220).
+    pub async fn run(&mut self, greet: bool) -> Outcome {
+        if greet {
+            let greeting = format!("220 {} ESMTP ready\r\n", self.config.server.hostname);
+            self.output.extend_from_slice(greeting.as_bytes());
+        }
+        match self.dialogue().await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::debug!(session = %self.origin.session_id, error = %e, "connection ended");
+                Outcome::Closed
+            }
+        }
+    }
+
+    async fn dialogue(&mut self) -> std::io::Result<Outcome> {
+        let mut shutdown = self.shared.shutdown_signal();
+        loop {
+            // Handle every complete line already buffered (pipelining).
+            while let Some(end) = wire::next_line_end(&self.input) {
+                let line: Vec<u8> = self.input.drain(..=end).collect();
+                if std::mem::take(&mut self.discarding_line) {
+                    continue;
+                }
+                let next = match wire::check_line(&line) {
+                    wire::Line::Ok(body) => self.handle_line(body).await,
+                    wire::Line::BareLineEnding => self.reply(reply::BARE_LINE_END_CMD),
+                };
+                match next {
+                    Next::Continue => {}
+                    Next::Close => {
+                        self.flush().await?;
+                        return Ok(Outcome::Closed);
+                    }
+                    Next::StartTls => {
+                        self.flush().await?;
+                        // Whatever the client sent after STARTTLS is dropped.
+                        self.input.clear();
+                        return Ok(Outcome::StartTls);
+                    }
+                    Next::Data => {
+                        self.flush().await?;
+                        let r = self.receive_data().await?;
+                        let close = r.closes();
+                        self.reply(r);
+                        if close {
+                            self.flush().await?;
+                            return Ok(Outcome::Closed);
+                        }
+                    }
+                }
+            }
+            if self.input.len() > wire::MAX_LINE {
+                self.input.clear();
+                self.discarding_line = true;
+                if let Next::Close = self.reply(reply::LINE_TOO_LONG) {
+                    self.flush().await?;
+                    return Ok(Outcome::Closed);
+                }
+            }
+            self.flush().await?;
+
+            let timeout = self.config.timeouts.command;
+            let read = tokio::select! {
+                r = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)) => r,
+                _ = shutdown.changed() => {
+                    self.reply(reply::SHUTTING_DOWN);
+                    self.flush().await?;
+                    return Ok(Outcome::Closed);
+                }
+            };
+            match read {
+                Err(_) => {
+                    self.reply(reply::TIMEOUT);
+                    self.flush().await?;
+                    return Ok(Outcome::Closed);
+                }
+                Ok(Ok(0)) => return Ok(Outcome::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues a reply; counts errors and asks to close after too many.
+    fn reply(&mut self, r: Reply) -> Next {
+        r.write_to(&mut self.output);
+        if r.closes() {
+            return Next::Close;
+        }
+        if r.is_permanent() {
+            self.errors += 1;
+            if self.errors >= self.config.limits.max_errors_per_session {
+                reply::TOO_MANY_ERRORS.write_to(&mut self.output);
+                tracing::info!(session = %self.origin.session_id, "too many errors, closing");
+                return Next::Close;
+            }
+        }
+        Next::Continue
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    async fn handle_line(&mut self, line: &[u8]) -> Next {
+        if self.sasl.is_some() {
+            let r = self.sasl_response(line).await;
+            return self.reply(r);
+        }
+        let request = match wire::parse_command(line) {
+            Ok(r) => r,
+            Err(e) => return self.reply(parse_error_reply(e)),
+        };
+        match request {
+            Request::Ehlo { host } => self.ehlo(host),
+            Request::Helo { host } => {
+                self.helo = Some(host);
+                self.envelope = None;
+                let text = self.config.server.hostname.clone();
+                self.reply(Reply::owned(250, [2, 0, 0], text))
+            }
+            Request::StartTls => self.starttls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                let r = self.auth(mechanism, initial_response).await;
+                self.reply(r)
+            }
+            Request::Mail { from } => {
+                let r = self.mail(from);
+                self.reply(r)
+            }
+            Request::Rcpt { to } => {
+                let r = self.rcpt(to);
+                self.reply(r)
+            }
+            Request::Data => match self.data_allowed() {
+                Ok(()) => {
+                    self.reply(reply::START_DATA);
+                    Next::Data
+                }
+                Err(r) => self.reply(r),
+            },
+            Request::Rset => {
+                self.envelope = None;
+                self.reply(reply::RESET)
+            }
+            Request::Noop { .. } => self.reply(reply::OK),
+            Request::Quit => {
+                self.reply(reply::BYE);
+                Next::Close
+            }
+            Request::Vrfy { .. } => self.reply(reply::VRFY),
+            Request::Help { .. } => self.reply(reply::HELP),
+            Request::Lhlo { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Bdat { .. }
+            | Request::Burl { .. } => self.reply(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    fn starttls_offered(&self) -> bool {
+        self.origin.listener_tls == ListenerTls::Starttls
+            && !self.tls_active
+            && self.shared.has_tls()
+    }
+
+    fn ehlo(&mut self, host: String) -> Next {
+        self.helo = Some(host);
+        self.envelope = None;
+        let mut caps = wire::EXT_PIPELINING
+            | wire::EXT_8BIT_MIME
+            | wire::EXT_SMTP_UTF8
+            | wire::EXT_SIZE
+            | wire::EXT_ENHANCED_STATUS_CODES;
+        if self.starttls_offered() {
+            caps |= wire::EXT_START_TLS;
+        }
+        let mut mechanisms = 0;
+        if self.auth_allowed() && self.account.is_none() {
+            caps |= wire::EXT_AUTH;
+            mechanisms = wire::AUTH_PLAIN | wire::AUTH_LOGIN;
+        }
+        let size = usize::try_from(self.config.limits.max_message_size).unwrap_or(usize::MAX);
+        let bytes = wire::ehlo_reply(&self.config.server.hostname, caps, mechanisms, size);
+        self.output.extend_from_slice(&bytes);
+        Next::Continue
+    }
+
+    fn starttls(&mut self) -> Next {
+        if self.tls_active {
+            return self.reply(reply::TLS_ACTIVE);
+        }
+        if self.origin.listener_tls != ListenerTls::Starttls {
+            return self.reply(reply::NO_STARTTLS);
+        }
+        if !self.shared.has_tls() {
+            return self.reply(reply::TLS_UNAVAILABLE);
+        }
+        self.reply(reply::READY_TLS);
+        Next::StartTls
+    }
+
+    /// AUTH needs TLS, except on a plain-text listener (loopback only).
+    fn auth_allowed(&self) -> bool {
+        self.tls_active || self.origin.listener_tls == ListenerTls::None
+    }
+
+    fn log_rejection(&self, stage: &'static str, r: &Reply) {
+        tracing::info!(
+            session = %self.origin.session_id,
+            account = self.account.as_ref().map(|a| a.name.as_str()).unwrap_or("-"),
+            stage,
+            reply = %r.log_text(),
+            "refused"
+        );
+    }
+
+    fn data_timeouts(&self) -> (Duration, Duration) {
+        (self.config.timeouts.data_block, self.config.timeouts.data_total)
+    }
+}
+
+fn parse_error_reply(e: wire::ParseError) -> Reply {
+    use wire::ParseError as E;
+    match e {
+        E::UnknownCommand => reply::UNKNOWN_COMMAND,
+        E::InvalidSenderAddress => reply::BAD_SENDER,
+        E::InvalidRecipientAddress => reply::BAD_RCPT,
+        E::SyntaxError { syntax } => {
+            Reply::owned(501, [5, 5, 4], format!("Syntax error, expected: {syntax}"))
+        }
+        E::InvalidParameter { param } => {
+            Reply::owned(501, [5, 5, 4], format!("Invalid value for parameter {param}"))
+        }
+        E::UnsupportedParameter { .. } => Reply::new(555, [5, 5, 4], "Unsupported parameter"),
+        E::ResponseTooLong => reply::LINE_TOO_LONG,
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => {
+            Reply::new(501, [5, 5, 4], "Syntax error")
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The storage seam (SPEC §11): everything the gateway must not lose.
+//!
+//! [`Store`] is the one interface the queue, the delivery workers and the
+//! admin commands use. The embedded default is [`sqlite::SqliteStore`] (one
+//! database file in WAL mode under `data_dir`); a PostgreSQL backend for
+//! several active instances implements the same trait.
+//!
+//! Contract every backend keeps:
+//! - [`Store::enqueue`] returns only once the message is durable (fsync'd):
+//!   the SMTP `250` depends on it.
+//! - Concurrent enqueues are committed together (group commit), so durability
+//!   costs one fsync per batch, not per message.
+//! - Message content is deleted as soon as a message reaches a final state
+//!   (delivered or bounced); the metadata row stays for the delivery log.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opaque queue id: random, no personal data (it travels as `X-MJ-CustomID`).
+pub type QueueId = String;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no queued message with id {0}")]
+    NotFound(String),
+    #[error("message {id} is {state}, not {expected}")]
+    WrongState {
+        id: String,
+        state: MessageState,
+        expected: &'static str,
+    },
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the store has shut down")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for its next delivery attempt.
+    Queued,
+    /// Kept until an admin releases it.
+    Held,
+    Delivered,
+    /// At least one recipient failed permanently; nothing is pending.
+    Bounced,
+}
+
+impl MessageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Queued => "queued",
+            MessageState::Held => "held",
+            MessageState::Delivered => "delivered",
+            MessageState::Bounced => "bounced",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => MessageState::Queued,
+            "held" => MessageState::Held,
+            "delivered" => MessageState::Delivered,
+            "bounced" => MessageState::Bounced,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for MessageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl RecipientState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientState::Pending => "pending",
+            RecipientState::Delivered => "delivered",
+            RecipientState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => RecipientState::Pending,
+            "delivered" => RecipientState::Delivered,
+            "failed" => RecipientState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A message accepted by a session, about to become durable.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Chosen by the caller (it appears in the `Received:` header).
+    pub id: QueueId,
+    pub account: String,
+    /// Envelope sender; empty for the null sender (DSNs).
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// The final message bytes, CRLF line endings, as they will be relayed.
+    pub content: Vec<u8>,
+    /// Held for an admin instead of queued (`sending = "paused"`).
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientInfo {
+    pub address: String,
+    pub state: RecipientState,
+    /// Last upstream reply for this recipient.
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageInfo {
+    pub id: QueueId,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    pub account: String,
+    pub sender: String,
+    pub size: u64,
+    pub state: MessageState,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    pub recipients: Vec<RecipientInfo>,
+}
+
+/// The outcome of one delivery attempt, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptUpdate {
+    /// New state and reply per recipient address (only those attempted).
+    pub recipients: Vec<(String, RecipientState, String)>,
+    /// When to try the still-pending recipients again; `None` when nothing is
+    /// pending any more (the message becomes final and its content is deleted).
+    pub next_attempt: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// The storage interface; see the module docs for the contract.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message durably and returns its id.
+    fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>>;
+
+    /// Queued messages whose next attempt is due, oldest arrival first.
+    fn due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>>;
+
+    /// The earliest `next_attempt` of any queued message.
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
+    /// The message bytes, while the message is not final.
+    fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Records a delivery attempt; finalises the message when nothing is pending.
+    fn record_attempt(
+        &self,
+        id: &str,
+        update: AttemptUpdate,
+    ) -> BoxFuture<'_, Result<MessageState, StoreError>>;
+
+    /// Messages not yet final (queued or held), oldest first.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>>;
+
+    /// One message, final or not.
+    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>>;
+
+    /// Admin actions (`schleuse queue …`).
+    fn hold(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Makes a queued message due now.
+    fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Removes a message that is not final, content and all.
+    fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Makes every queued message due now; returns how many.
+    fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh random queue id (80 bits, lowercase base32 without padding).
+pub fn new_queue_id() -> QueueId {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::rng();
+    (0..16)
+        .map(|_| ALPHABET[rng.random_range(0..32)] as char)
+        .collect()
+}

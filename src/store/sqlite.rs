@@ -1,0 +1,604 @@
+//! The embedded store: SQLite in WAL mode, `synchronous = FULL`.
+//!
+//! Why SQLite rather than redb: the admin CLI (`schleuse queue …`) must work
+//! while the gateway runs, from another process; SQLite's file locking makes
+//! that safe, redb allows one process per file. WAL gives readers a snapshot
+//! while the writer commits, and `synchronous = FULL` fsyncs the WAL on every
+//! commit, which is what "250 only after fsync" needs.
+//!
+//! Group commit: every write goes to one writer thread. It takes the first
+//! job, then whatever else is already waiting (up to [`MAX_BATCH`]), runs each
+//! in its own savepoint inside one transaction, commits once, and only then
+//! answers all of them. Under load one fsync covers many messages; a lone
+//! message is committed at once, with no added delay.
+//!
+//! Reads (due, content, list) use a separate connection so a large message
+//! being loaded never stalls commits.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    AttemptUpdate, BoxFuture, MessageInfo, MessageState, NewMessage, QueueId, RecipientInfo,
+    RecipientState, Store, StoreError, now_ms,
+};
+
+/// Upper bound of jobs per transaction: keeps one batch's latency bounded.
+const MAX_BATCH: usize = 512;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    received_at  INTEGER NOT NULL,
+    account      TEXT NOT NULL,
+    sender       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    last_error   TEXT,
+    finished_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(state, next_attempt, seq);
+CREATE TABLE IF NOT EXISTS recipients (
+    message_seq INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    address     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reply       TEXT,
+    PRIMARY KEY (message_seq, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contents (
+    message_seq INTEGER PRIMARY KEY REFERENCES messages(seq) ON DELETE CASCADE,
+    data        BLOB NOT NULL
+);
+";
+
+/// What a writer job hands back: whether its statements succeeded, and the
+/// callback that answers the caller once the batch's commit is known.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Done) + Send>;
+
+pub struct SqliteStore {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DATA_DIR/queue.db`.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join("queue.db");
+        let writer = open_connection(&path)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = open_connection(&path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            jobs: Mutex::new(tx),
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in the writer's next batch and resolves after the commit.
+    fn write<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let done: Done = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, done)
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .map_err(|_| StoreError::Closed)
+            .and_then(|jobs| jobs.send(job).map_err(|_| StoreError::Closed));
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs a read on the reader connection in a blocking thread.
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().map_err(|_| StoreError::Closed)?;
+                f(&conn)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL + FULL: every commit fsyncs the log before returning.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted message content is overwritten, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(conn)
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs unrun drops their answer channels: every caller
+        // gets an error (the session answers 451) and nothing is half-written.
+        tracing::error!(error = %e, jobs = batch.len(), "store: cannot begin a transaction");
+        return;
+    }
+    let mut dones = Vec::with_capacity(batch.len());
+    for job in batch {
+        let sp = conn.execute_batch("SAVEPOINT job");
+        let (ok, done) = job(conn);
+        if sp.is_ok() {
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "store: cannot end savepoint");
+            }
+        }
+        dones.push(done);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => dones.into_iter().for_each(|d| d(Ok(()))),
+        Err(e) => {
+            tracing::error!(error = %e, "store: commit failed, batch rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+            let msg = e.to_string();
+            for d in dones {
+                d(Err(StoreError::Commit(msg.clone())));
+            }
+        }
+    }
+}
+
+fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreError> {
+    let now = now_ms();
+    let state = if msg.held {
+        MessageState::Held
+    } else {
+        MessageState::Queued
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (id, received_at, account, sender, size, state, next_attempt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2)",
+    )?
+    .execute(params![
+        msg.id,
+        now,
+        msg.account,
+        msg.sender,
+        msg.content.len() as i64,
+        state.as_str()
+    ])?;
+    let seq = conn.last_insert_rowid();
+    let mut rcpt = conn.prepare_cached(
+        "INSERT INTO recipients (message_seq, idx, address, state) VALUES (?1, ?2, ?3, 'pending')",
+    )?;
+    for (i, r) in msg.recipients.iter().enumerate() {
+        rcpt.execute(params![seq, i as i64, r])?;
+    }
+    conn.prepare_cached("INSERT INTO contents (message_seq, data) VALUES (?1, ?2)")?
+        .execute(params![seq, msg.content])?;
+    Ok(msg.id.clone())
+}
+
+const INFO_COLUMNS: &str =
+    "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error";
+
+fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, MessageInfo)> {
+    let state: String = row.get(6)?;
+    Ok((
+        row.get(0)?,
+        MessageInfo {
+            id: row.get(1)?,
+            received_at: row.get(2)?,
+            account: row.get(3)?,
+            sender: row.get(4)?,
+            size: row.get::<_, i64>(5)? as u64,
+            state: MessageState::parse(&state).unwrap_or(MessageState::Queued),
+            attempts: row.get::<_, i64>(7)? as u32,
+            next_attempt: row.get(8)?,
+            last_error: row.get(9)?,
+            recipients: Vec::new(),
+        },
+    ))
+}
+
+fn with_recipients(
+    conn: &Connection,
+    rows: Vec<(i64, MessageInfo)>,
+) -> Result<Vec<MessageInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT address, state, reply FROM recipients WHERE message_seq = ?1 ORDER BY idx",
+    )?;
+    rows.into_iter()
+        .map(|(seq, mut info)| {
+            info.recipients = stmt
+                .query_map([seq], |r| {
+                    let state: String = r.get(1)?;
+                    Ok(RecipientInfo {
+                        address: r.get(0)?,
+                        state: RecipientState::parse(&state).unwrap_or(RecipientState::Pending),
+                        reply: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(info)
+        })
+        .collect()
+}
+
+fn query_infos(
+    conn: &Connection,
+    where_clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<MessageInfo>, StoreError> {
+    let sql = format!("SELECT {INFO_COLUMNS} FROM messages {where_clause}");
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params, row_to_info)?
+        .collect::<Result<Vec<_>, _>>()?;
+    with_recipients(conn, rows)
+}
+
+fn lookup(conn: &Connection, id: &str) -> Result<(i64, MessageState), StoreError> {
+    let row: Option<(i64, String)> = conn
+        .query_row("SELECT seq, state FROM messages WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match row {
+        Some((seq, state)) => Ok((seq, MessageState::parse(&state).unwrap_or(MessageState::Queued))),
+        None => Err(StoreError::NotFound(id.into())),
+    }
+}
+
+fn set_state(
+    conn: &Connection,
+    id: &str,
+    from: MessageState,
+    to: MessageState,
+) -> Result<(), StoreError> {
+    let (seq, state) = lookup(conn, id)?;
+    if state != from {
+        return Err(StoreError::WrongState {
+            id: id.into(),
+            state,
+            expected: from.as_str(),
+        });
+    }
+    conn.execute(
+        "UPDATE messages SET state = ?1, next_attempt = ?2 WHERE seq = ?3",
+        params![to.as_str(), now_ms(), seq],
+    )?;
+    Ok(())
+}
+
+fn apply_attempt(
+    conn: &Connection,
+    id: &str,
+    update: &AttemptUpdate,
+) -> Result<MessageState, StoreError> {
+    let (seq, state) = lookup(conn, id)?;
+    if !matches!(state, MessageState::Queued | MessageState::Held) {
+        return Ok(state);
+    }
+    let mut stmt = conn.prepare_cached(
+        "UPDATE recipients SET state = ?1, reply = ?2 WHERE message_seq = ?3 AND address = ?4",
+    )?;
+    for (address, rstate, reply) in &update.recipients {
+        stmt.execute(params![rstate.as_str(), reply, seq, address])?;
+    }
+    let pending: i64 = conn.query_row(
+        "SELECT count(*) FROM recipients WHERE message_seq = ?1 AND state = 'pending'",
+        [seq],
+        |r| r.get(0),
+    )?;
+    let now = now_ms();
+    let new_state = match (pending, update.next_attempt) {
+        (p, Some(next)) if p > 0 => {
+            conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, next_attempt = ?1, last_error = ?2
+                 WHERE seq = ?3",
+                params![next, update.error, seq],
+            )?;
+            // An admin's hold during the attempt stays in force.
+            state
+        }
+        _ => {
+            // Nothing pending (or no further attempt): the message is final.
+            conn.execute(
+                "UPDATE recipients SET state = 'failed', reply = coalesce(reply, ?1)
+                 WHERE message_seq = ?2 AND state = 'pending'",
+                params![update.error, seq],
+            )?;
+            let failed: i64 = conn.query_row(
+                "SELECT count(*) FROM recipients WHERE message_seq = ?1 AND state = 'failed'",
+                [seq],
+                |r| r.get(0),
+            )?;
+            let fin = if failed > 0 {
+                MessageState::Bounced
+            } else {
+                MessageState::Delivered
+            };
+            conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, state = ?1, last_error = ?2,
+                 finished_at = ?3 WHERE seq = ?4",
+                params![fin.as_str(), update.error, now, seq],
+            )?;
+            conn.execute("DELETE FROM contents WHERE message_seq = ?1", [seq])?;
+            fin
+        }
+    };
+    Ok(new_state)
+}
+
+impl Store for SqliteStore {
+    fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
+        self.write(move |conn| insert_message(conn, &msg))
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+        self.read(move |conn| {
+            query_infos(
+                conn,
+                "WHERE state = 'queued' AND next_attempt <= ?1 ORDER BY seq LIMIT ?2",
+                params![now_ms, limit as i64],
+            )
+        })
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT min(next_attempt) FROM messages WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT c.data FROM contents c JOIN messages m ON m.seq = c.message_seq
+                     WHERE m.id = ?1",
+                )?
+                .query_row([id], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn record_attempt(
+        &self,
+        id: &str,
+        update: AttemptUpdate,
+    ) -> BoxFuture<'_, Result<MessageState, StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| apply_attempt(conn, &id, &update))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+        self.read(|conn| {
+            query_infos(
+                conn,
+                "WHERE state IN ('queued', 'held') ORDER BY seq",
+                [],
+            )
+        })
+    }
+
+    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>> {
+        let id = id.to_owned();
+        self.read(move |conn| Ok(query_infos(conn, "WHERE id = ?1", [id])?.into_iter().next()))
+    }
+
+    fn hold(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| set_state(conn, &id, MessageState::Queued, MessageState::Held))
+    }
+
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| set_state(conn, &id, MessageState::Held, MessageState::Queued))
+    }
+
+    fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| set_state(conn, &id, MessageState::Queued, MessageState::Queued))
+    }
+
+    fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let (seq, state) = lookup(conn, &id)?;
+            if !matches!(state, MessageState::Queued | MessageState::Held) {
+                return Err(StoreError::WrongState {
+                    id,
+                    state,
+                    expected: "queued or held",
+                });
+            }
+            conn.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(|conn| {
+            Ok(conn.execute(
+                "UPDATE messages SET next_attempt = ?1 WHERE state = 'queued'",
+                [now_ms()],
+            )?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> NewMessage {
+        NewMessage {
+            id: crate::store::new_queue_id(),
+            account: "via".into(),
+            sender: "a@landkreis.example".into(),
+            recipients: vec![format!("r{n}@example.org"), "x@example.org".into()],
+            content: format!("Subject: {n}\r\n\r\nbody\r\n").into_bytes(),
+            held: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_enqueues_commit_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let mut tasks = Vec::new();
+        for n in 0..50 {
+            let s = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move { s.enqueue(msg(n)).await }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.expect("join").expect("enqueue"));
+        }
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let listed = store.list().await.expect("list");
+        assert_eq!(listed.len(), 50);
+        for id in &ids {
+            let content = store.content(id).await.expect("content");
+            assert!(content.is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn attempt_lifecycle_deletes_content_when_final() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let id = store.enqueue(msg(1)).await.expect("enqueue");
+        let due = store.due(now_ms() + 1, 10).await.expect("due");
+        assert_eq!(due.len(), 1);
+
+        // First recipient delivered, second deferred.
+        let state = store
+            .record_attempt(
+                &id,
+                AttemptUpdate {
+                    recipients: vec![(
+                        "r1@example.org".into(),
+                        RecipientState::Delivered,
+                        "250 ok".into(),
+                    )],
+                    next_attempt: Some(now_ms() + 60_000),
+                    error: Some("451 later".into()),
+                },
+            )
+            .await
+            .expect("attempt");
+        assert_eq!(state, MessageState::Queued);
+        assert!(store.due(now_ms(), 10).await.expect("due").is_empty());
+        store.retry(&id).await.expect("retry");
+        assert_eq!(store.due(now_ms() + 1, 10).await.expect("due").len(), 1);
+
+        let state = store
+            .record_attempt(
+                &id,
+                AttemptUpdate {
+                    recipients: vec![(
+                        "x@example.org".into(),
+                        RecipientState::Failed,
+                        "550 5.1.1 no".into(),
+                    )],
+                    next_attempt: None,
+                    error: None,
+                },
+            )
+            .await
+            .expect("attempt");
+        assert_eq!(state, MessageState::Bounced);
+        assert!(store.content(&id).await.expect("content").is_none());
+        assert!(store.list().await.expect("list").is_empty());
+        let info = store.get(&id).await.expect("get").expect("exists");
+        assert_eq!(info.attempts, 2);
+        assert_eq!(info.recipients[0].state, RecipientState::Delivered);
+        assert_eq!(info.recipients[1].state, RecipientState::Failed);
+    }
+
+    #[tokio::test]
+    async fn hold_release_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let id = store.enqueue(msg(1)).await.expect("enqueue");
+        store.hold(&id).await.expect("hold");
+        assert!(store.due(now_ms() + 1, 10).await.expect("due").is_empty());
+        assert!(matches!(
+            store.hold(&id).await,
+            Err(StoreError::WrongState { .. })
+        ));
+        store.release(&id).await.expect("release");
+        assert_eq!(store.due(now_ms() + 1, 10).await.expect("due").len(), 1);
+        store.delete(&id).await.expect("delete");
+        assert!(store.get(&id).await.expect("get").is_none());
+        assert!(matches!(
+            store.delete("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
