@@ -249,10 +249,9 @@ pub fn sender_matches(pattern: &str, address: &str) -> bool {
         Some(pd) => match pd.strip_prefix("*.") {
             Some(parent) => {
                 domain.len() > parent.len() + 1
-                    && domain.to_ascii_lowercase().ends_with(&format!(
-                        ".{}",
-                        parent.to_ascii_lowercase()
-                    ))
+                    && domain
+                        .to_ascii_lowercase()
+                        .ends_with(&format!(".{}", parent.to_ascii_lowercase()))
             }
             None => domain.eq_ignore_ascii_case(pd),
         },
@@ -267,13 +266,31 @@ mod tests {
     #[test]
     fn sender_patterns() {
         assert!(sender_matches("*", "a@b.c"));
-        assert!(sender_matches("*@landkreis.example", "Anna@Landkreis.Example"));
+        assert!(sender_matches(
+            "*@landkreis.example",
+            "Anna@Landkreis.Example"
+        ));
         assert!(!sender_matches("*@landkreis.example", "a@evil.example"));
-        assert!(!sender_matches("*@landkreis.example", "a@xlandkreis.example"));
-        assert!(sender_matches("*@*.landkreis.example", "a@schule.landkreis.example"));
-        assert!(!sender_matches("*@*.landkreis.example", "a@landkreis.example"));
-        assert!(sender_matches("via@landkreis.example", "VIA@landkreis.example"));
-        assert!(!sender_matches("via@landkreis.example", "via2@landkreis.example"));
+        assert!(!sender_matches(
+            "*@landkreis.example",
+            "a@xlandkreis.example"
+        ));
+        assert!(sender_matches(
+            "*@*.landkreis.example",
+            "a@schule.landkreis.example"
+        ));
+        assert!(!sender_matches(
+            "*@*.landkreis.example",
+            "a@landkreis.example"
+        ));
+        assert!(sender_matches(
+            "via@landkreis.example",
+            "VIA@landkreis.example"
+        ));
+        assert!(!sender_matches(
+            "via@landkreis.example",
+            "via2@landkreis.example"
+        ));
         assert!(!sender_matches("*@landkreis.example", "@landkreis.example"));
     }
 

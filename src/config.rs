@@ -531,7 +531,10 @@ impl Config {
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(self.invalid("log.level", format!("not a valid filter: {}", self.log.level)));
+            return Err(self.invalid(
+                "log.level",
+                format!("not a valid filter: {}", self.log.level),
+            ));
         }
         Ok(())
     }
@@ -569,8 +572,8 @@ pub fn expand_env(value: &str) -> Result<String, String> {
         if name.is_empty() {
             return Err("empty ${} reference".into());
         }
-        let var = std::env::var(name)
-            .map_err(|_| format!("environment variable {name} is not set"))?;
+        let var =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         out.push_str(&var);
         rest = &after[end + 1..];
     }
@@ -668,7 +671,9 @@ mod tests {
 
     #[test]
     fn builtin_default_is_valid() {
-        Config::builtin().validate().expect("default config validates");
+        Config::builtin()
+            .validate()
+            .expect("default config validates");
     }
 
     #[test]

@@ -18,15 +18,15 @@
 //! - [`delivery`]: relay through mail-send, retries, DSNs, outbox mode.
 //! - [`admin`]: the `user` and `queue` commands; [`server`] wires it all.
 
-pub mod config;
 pub mod accounts;
-pub mod tls;
-pub mod listener;
-pub mod session;
-pub mod policy;
-pub mod transform;
-pub mod queue;
-pub mod store;
-pub mod delivery;
 pub mod admin;
+pub mod config;
+pub mod delivery;
+pub mod listener;
+pub mod policy;
+pub mod queue;
 pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;
+pub mod transform;

@@ -163,7 +163,9 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
                 Ok(Ok(tls)) => {
                     Session::new(tls, shared, origin, true).run(true).await;
                 }
-                Ok(Err(e)) => tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(client = %peer.ip(), "TLS handshake timed out"),
             }
         }

@@ -16,7 +16,11 @@ use schleuse::store::sqlite::SqliteStore;
 const DEFAULT_CONFIG: &str = "conf/schleuse.toml";
 
 #[derive(Parser)]
-#[command(name = "schleuse", version, about = "SMTP submission gateway: authenticated submission, durable queue, upstream relay")]
+#[command(
+    name = "schleuse",
+    version,
+    about = "SMTP submission gateway: authenticated submission, durable queue, upstream relay"
+)]
 struct Cli {
     /// Config file [default: conf/schleuse.toml; built-in defaults if absent]
     #[arg(long, global = true)]
@@ -114,7 +118,9 @@ fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
         Some(LogFormatArg::Human) => LogFormat::Human,
         None => config.map(|c| c.log.format).unwrap_or_default(),
     };
-    let level = config.map(|c| c.log.level.clone()).unwrap_or_else(|| "info".into());
+    let level = config
+        .map(|c| c.log.level.clone())
+        .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCHLEUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()

@@ -76,7 +76,8 @@ mod tests {
     #[test]
     fn from_header_checks() {
         let a = account();
-        let ok = b"From: \"M\xc3\xbcller, Anna\" <anna@landkreis.example>\r\nSubject: x\r\n\r\nhi\r\n";
+        let ok =
+            b"From: \"M\xc3\xbcller, Anna\" <anna@landkreis.example>\r\nSubject: x\r\n\r\nhi\r\n";
         assert!(check_header_from(&a, ok).is_ok());
         let bad = b"From: boss@evil.example\r\n\r\nhi\r\n";
         assert_eq!(check_header_from(&a, bad), Err(reply::FROM_DENIED));

@@ -111,11 +111,7 @@ impl ConfigSource {
 
 /// The TLS acceptor, generating a self-signed certificate on first start.
 fn load_tls(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
-    if config
-        .listeners
-        .iter()
-        .all(|l| l.tls == ListenerTls::None)
-    {
+    if config.listeners.iter().all(|l| l.tls == ListenerTls::None) {
         return Ok(None);
     }
     if tls::ensure_self_signed(&config.tls.cert, &config.tls.key, &config.server.hostname)? {
@@ -157,7 +153,9 @@ fn first_account(config: &Config) -> anyhow::Result<Accounts> {
 pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     let config = source.load()?;
     if let ConfigSource::Builtin = source {
-        tracing::info!("no config file found: using the built-in defaults (see conf/schleuse.toml)");
+        tracing::info!(
+            "no config file found: using the built-in defaults (see conf/schleuse.toml)"
+        );
     }
     let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
     tracing::info!(db = %store.path().display(), "queue store opened (SQLite, WAL, fsync per commit)");
@@ -259,7 +257,12 @@ fn reload(source: &ConfigSource, shared: &Shared) {
     match attempt() {
         Ok((config, accounts, tls)) => {
             let old = shared.config();
-            if old.listeners.iter().map(|l| l.bind).ne(config.listeners.iter().map(|l| l.bind)) {
+            if old
+                .listeners
+                .iter()
+                .map(|l| l.bind)
+                .ne(config.listeners.iter().map(|l| l.bind))
+            {
                 tracing::warn!("listener addresses changed: this takes a restart");
             }
             let n = accounts.accounts.len();

@@ -42,8 +42,8 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<boo
     }
     let mut names = vec![hostname.to_string(), "localhost".to_string()];
     names.dedup();
-    let mut params = rcgen::CertificateParams::new(names)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     params
         .subject_alt_names
         .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
@@ -138,9 +138,12 @@ mod tests {
 
     #[test]
     fn missing_file_names_path() {
-        let err = server_config(Path::new("/nonexistent/x.crt"), Path::new("/nonexistent/x.key"))
-            .unwrap_err()
-            .to_string();
+        let err = server_config(
+            Path::new("/nonexistent/x.crt"),
+            Path::new("/nonexistent/x.key"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/nonexistent/x.crt"), "{err}");
     }
 }

@@ -42,7 +42,10 @@ mod tests {
     fn aligned() {
         let t = super::table(
             &["ID", "STATE"],
-            &[vec!["abc".into(), "queued".into()], vec!["a".into(), "held".into()]],
+            &[
+                vec!["abc".into(), "queued".into()],
+                vec!["a".into(), "held".into()],
+            ],
         );
         assert_eq!(t, "ID   STATE\nabc  queued\na    held\n");
     }

@@ -69,7 +69,16 @@ pub async fn list(store: &dyn Store, json: bool) -> anyhow::Result<()> {
     print!(
         "{}",
         super::table(
-            &["ID", "RECEIVED", "STATE", "SIZE", "TRIES", "PENDING", "SENDER", "LAST ERROR"],
+            &[
+                "ID",
+                "RECEIVED",
+                "STATE",
+                "SIZE",
+                "TRIES",
+                "PENDING",
+                "SENDER",
+                "LAST ERROR"
+            ],
             &rows
         )
     );
@@ -113,6 +122,9 @@ pub async fn show(store: &dyn Store, id: &str, json: bool) -> anyhow::Result<()>
         })
         .collect();
     println!();
-    print!("{}", super::table(&["RECIPIENT", "STATE", "LAST REPLY"], &rows));
+    print!(
+        "{}",
+        super::table(&["RECIPIENT", "STATE", "LAST REPLY"], &rows)
+    );
     Ok(())
 }

@@ -22,7 +22,8 @@ pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
             bail!("no terminal to ask for the password: pipe it in with --password-stdin");
         }
         let first = rpassword::prompt_password("Password: ").context("cannot read password")?;
-        let second = rpassword::prompt_password("Repeat password: ").context("cannot read password")?;
+        let second =
+            rpassword::prompt_password("Repeat password: ").context("cannot read password")?;
         if first != second {
             bail!("the two passwords differ");
         }

@@ -33,7 +33,9 @@ fn status_of(diagnostic: &str) -> String {
         let parts: Vec<&str> = esc.split('.').collect();
         if parts.len() == 3
             && matches!(parts[0], "4" | "5")
-            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
         {
             return esc.to_string();
         }

@@ -24,9 +24,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, UpstreamMode};
 use crate::server::Shared;
-use crate::store::{
-    AttemptUpdate, MessageInfo, NewMessage, RecipientState, new_queue_id, now_ms,
-};
+use crate::store::{AttemptUpdate, MessageInfo, NewMessage, RecipientState, new_queue_id, now_ms};
 use relay::{RcptResult, Upstream};
 
 /// How often the scheduler looks at the store without being woken.
@@ -192,7 +190,10 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageI
     if pending.is_empty() {
         return;
     }
-    engine.pacer.wait(config.delivery.max_messages_per_second).await;
+    engine
+        .pacer
+        .wait(config.delivery.max_messages_per_second)
+        .await;
     let started = Instant::now();
     let results = match config.upstream.mode {
         UpstreamMode::Outbox => to_outbox(&config, &msg.id, &content, &pending),
@@ -211,7 +212,10 @@ fn to_outbox(
         Ok(path) => RcptResult::Delivered(format!("250 2.0.0 written to {}", path.display())),
         Err(e) => RcptResult::Temporary(format!("451 4.3.0 cannot write outbox file: {e}")),
     };
-    pending.iter().map(|r| (r.clone(), result.clone())).collect()
+    pending
+        .iter()
+        .map(|r| (r.clone(), result.clone()))
+        .collect()
 }
 
 async fn to_relay(
@@ -276,7 +280,10 @@ async fn to_relay(
 fn next_attempt(config: &Config, attempts: u32) -> i64 {
     let schedule = &config.delivery.retry_schedule;
     let idx = (attempts as usize).min(schedule.len().saturating_sub(1));
-    let base = schedule.get(idx).copied().unwrap_or(Duration::from_secs(300));
+    let base = schedule
+        .get(idx)
+        .copied()
+        .unwrap_or(Duration::from_secs(300));
     let jitter = rand::rng().random_range(0.9..1.1);
     now_ms() + (base.as_millis() as f64 * jitter) as i64
 }
@@ -332,7 +339,9 @@ async fn record(
     let update = AttemptUpdate {
         recipients: updates,
         next_attempt: (deferred > 0).then(|| next_attempt(config, msg.attempts)),
-        error: last_temp.clone().or_else(|| failures.first().map(|f| f.1.clone())),
+        error: last_temp
+            .clone()
+            .or_else(|| failures.first().map(|f| f.1.clone())),
     };
     match store.record_attempt(&msg.id, update).await {
         Ok(state) => tracing::info!(
@@ -383,7 +392,9 @@ async fn queue_dsn(
         held: false,
     };
     match engine.shared.queue.submit(dsn_msg).await {
-        Ok(id) => tracing::info!(queue_id = %msg.id, dsn = %id, failed = failures.len(), "bounce notice queued"),
+        Ok(id) => {
+            tracing::info!(queue_id = %msg.id, dsn = %id, failed = failures.len(), "bounce notice queued")
+        }
         Err(e) => tracing::error!(queue_id = %msg.id, error = %e, "cannot queue bounce notice"),
     }
 }

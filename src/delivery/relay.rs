@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use mail_send::SmtpClient;
 use mail_send::SmtpClientBuilder;
 use mail_send::smtp::message::Parameters;
-use mail_send::SmtpClient;
 use smtp_proto::Response;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -38,23 +38,26 @@ pub enum RelayError {
 
 /// An open upstream connection, plain (loopback only) or TLS.
 pub enum Upstream {
-    Tls(SmtpClient<TlsStream<TcpStream>>),
+    Tls(Box<SmtpClient<TlsStream<TcpStream>>>),
     Plain(SmtpClient<TcpStream>),
 }
 
 pub async fn connect(config: &Config) -> Result<Upstream, RelayError> {
     let up = &config.upstream;
     let connector = tls::client_connector(up.ca_file.as_deref())?;
-    let mut builder = SmtpClientBuilder::new_with_tls_connector(up.host.clone(), up.port, connector)
-        .implicit_tls(up.tls == UpstreamTls::Implicit)
-        .helo_host(config.server.hostname.clone())
-        .timeout(up.timeout);
+    let mut builder =
+        SmtpClientBuilder::new_with_tls_connector(up.host.clone(), up.port, connector)
+            .implicit_tls(up.tls == UpstreamTls::Implicit)
+            .helo_host(config.server.hostname.clone())
+            .timeout(up.timeout);
     if let (Some(user), Some(pass)) = (&up.username, &up.password) {
         builder = builder.credentials((user.clone(), pass.clone()));
     }
     Ok(match up.tls {
         UpstreamTls::None => Upstream::Plain(builder.connect_plain().await?),
-        UpstreamTls::Starttls | UpstreamTls::Implicit => Upstream::Tls(builder.connect().await?),
+        UpstreamTls::Starttls | UpstreamTls::Implicit => {
+            Upstream::Tls(Box::new(builder.connect().await?))
+        }
     })
 }
 
@@ -68,7 +71,7 @@ impl Upstream {
         message: &[u8],
     ) -> Result<Vec<(String, RcptResult)>, mail_send::Error> {
         match self {
-            Upstream::Tls(c) => transaction(c, sender, recipients, message).await,
+            Upstream::Tls(c) => transaction(c.as_mut(), sender, recipients, message).await,
             Upstream::Plain(c) => transaction(c, sender, recipients, message).await,
         }
     }
@@ -76,7 +79,7 @@ impl Upstream {
     pub async fn quit(self) {
         let wait = Duration::from_secs(5);
         let _ = match self {
-            Upstream::Tls(c) => tokio::time::timeout(wait, c.quit()).await,
+            Upstream::Tls(c) => tokio::time::timeout(wait, (*c).quit()).await,
             Upstream::Plain(c) => tokio::time::timeout(wait, c.quit()).await,
         };
     }

@@ -348,7 +348,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     fn data_timeouts(&self) -> (Duration, Duration) {
-        (self.config.timeouts.data_block, self.config.timeouts.data_total)
+        (
+            self.config.timeouts.data_block,
+            self.config.timeouts.data_total,
+        )
     }
 }
 
@@ -361,9 +364,11 @@ fn parse_error_reply(e: wire::ParseError) -> Reply {
         E::SyntaxError { syntax } => {
             Reply::owned(501, [5, 5, 4], format!("Syntax error, expected: {syntax}"))
         }
-        E::InvalidParameter { param } => {
-            Reply::owned(501, [5, 5, 4], format!("Invalid value for parameter {param}"))
-        }
+        E::InvalidParameter { param } => Reply::owned(
+            501,
+            [5, 5, 4],
+            format!("Invalid value for parameter {param}"),
+        ),
         E::UnsupportedParameter { .. } => Reply::new(555, [5, 5, 4], "Unsupported parameter"),
         E::ResponseTooLong => reply::LINE_TOO_LONG,
         E::NeedsMoreData { .. } | E::InvalidResponse { .. } => {

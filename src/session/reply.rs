@@ -56,9 +56,7 @@ impl Reply {
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
             let [a, b, c] = self.esc;
-            out.extend_from_slice(
-                format!("{}{sep}{a}.{b}.{c} {line}\r\n", self.code).as_bytes(),
-            );
+            out.extend_from_slice(format!("{}{sep}{a}.{b}.{c} {line}\r\n", self.code).as_bytes());
         }
         if lines.is_empty() {
             let [a, b, c] = self.esc;
@@ -78,7 +76,8 @@ pub const RESET: Reply = Reply::new(250, [2, 0, 0], "Reset OK");
 pub const BYE: Reply = Reply::new(221, [2, 0, 0], "Bye");
 pub const SENDER_OK: Reply = Reply::new(250, [2, 1, 0], "Sender OK");
 pub const RCPT_OK: Reply = Reply::new(250, [2, 1, 5], "Recipient OK");
-pub const START_DATA: Reply = Reply::new(354, [2, 0, 0], "Start mail input; end with <CRLF>.<CRLF>");
+pub const START_DATA: Reply =
+    Reply::new(354, [2, 0, 0], "Start mail input; end with <CRLF>.<CRLF>");
 pub const READY_TLS: Reply = Reply::new(220, [2, 0, 0], "Ready to start TLS");
 pub const AUTH_OK: Reply = Reply::new(235, [2, 7, 0], "Authentication successful");
 pub const VRFY: Reply = Reply::new(
@@ -107,8 +106,11 @@ pub const AUTH_UNKNOWN_MECH: Reply = Reply::new(
     "Unrecognized authentication type; use PLAIN or LOGIN",
 );
 pub const ALREADY_AUTHED: Reply = Reply::new(503, [5, 5, 1], "Already authenticated");
-pub const AUTH_IN_TRANSACTION: Reply =
-    Reply::new(503, [5, 5, 1], "AUTH is not allowed during a mail transaction");
+pub const AUTH_IN_TRANSACTION: Reply = Reply::new(
+    503,
+    [5, 5, 1],
+    "AUTH is not allowed during a mail transaction",
+);
 pub const AUTH_UNAVAILABLE: Reply = Reply::new(
     454,
     [4, 7, 0],
@@ -124,11 +126,8 @@ pub const SENDER_DENIED: Reply = Reply::new(
     [5, 7, 1],
     "Sender address not allowed for this account",
 );
-pub const FROM_DENIED: Reply = Reply::new(
-    553,
-    [5, 7, 1],
-    "From: address not allowed for this account",
-);
+pub const FROM_DENIED: Reply =
+    Reply::new(553, [5, 7, 1], "From: address not allowed for this account");
 pub const NO_FROM: Reply = Reply::new(554, [5, 6, 0], "Message has no valid From: header");
 pub const TOO_BIG: Reply = Reply::new(
     552,
@@ -157,7 +156,8 @@ pub const UNKNOWN_COMMAND: Reply = Reply::new(500, [5, 5, 1], "Command not recog
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, [5, 5, 1], "Command not implemented");
 pub const NO_STARTTLS: Reply = Reply::new(502, [5, 5, 1], "STARTTLS not available on this port");
 pub const TLS_ACTIVE: Reply = Reply::new(503, [5, 5, 1], "TLS already active");
-pub const TLS_UNAVAILABLE: Reply = Reply::new(454, [4, 7, 0], "TLS not available due to temporary reason");
+pub const TLS_UNAVAILABLE: Reply =
+    Reply::new(454, [4, 7, 0], "TLS not available due to temporary reason");
 pub const STORAGE_FAILED: Reply = Reply::new(
     451,
     [4, 3, 0],
@@ -171,16 +171,10 @@ pub const SENDING_DISABLED: Reply = Reply::new(
 pub const TOO_MANY_ERRORS: Reply =
     Reply::new(421, [4, 7, 0], "Too many errors; closing connection");
 pub const TIMEOUT: Reply = Reply::new(421, [4, 4, 2], "Timeout; closing connection");
-pub const SHUTTING_DOWN: Reply = Reply::new(
-    421,
-    [4, 3, 2],
-    "Service shutting down; try again later",
-);
-pub const TOO_MANY_CONNECTIONS: Reply = Reply::new(
-    421,
-    [4, 7, 0],
-    "Too many connections; try again later",
-);
+pub const SHUTTING_DOWN: Reply =
+    Reply::new(421, [4, 3, 2], "Service shutting down; try again later");
+pub const TOO_MANY_CONNECTIONS: Reply =
+    Reply::new(421, [4, 7, 0], "Too many connections; try again later");
 
 #[cfg(test)]
 mod tests {

@@ -206,7 +206,11 @@ mod tests {
             b"a\r.\r\nMAIL FROM:<x@y>\r\n",
             b"a\n.\nMAIL FROM:<x@y>\r\n",
         ] {
-            assert!(receive(smuggle).is_none(), "{:?}", String::from_utf8_lossy(smuggle));
+            assert!(
+                receive(smuggle).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(smuggle)
+            );
         }
         let (body, n) = receive(b"a\r\n.\r\nQUIT\r\n").expect("ends");
         assert_eq!(body, b"a\r\n");

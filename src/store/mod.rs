@@ -170,7 +170,8 @@ pub trait Store: Send + Sync + 'static {
     fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>>;
 
     /// Queued messages whose next attempt is due, oldest arrival first.
-    fn due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>>;
+    fn due(&self, now_ms: i64, limit: usize)
+    -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>>;
 
     /// The earliest `next_attempt` of any queued message.
     fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;

@@ -301,7 +301,10 @@ fn lookup(conn: &Connection, id: &str) -> Result<(i64, MessageState), StoreError
         })
         .optional()?;
     match row {
-        Some((seq, state)) => Ok((seq, MessageState::parse(&state).unwrap_or(MessageState::Queued))),
+        Some((seq, state)) => Ok((
+            seq,
+            MessageState::parse(&state).unwrap_or(MessageState::Queued),
+        )),
         None => Err(StoreError::NotFound(id.into())),
     }
 }
@@ -392,7 +395,11 @@ impl Store for SqliteStore {
         self.write(move |conn| insert_message(conn, &msg))
     }
 
-    fn due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+    fn due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
         self.read(move |conn| {
             query_infos(
                 conn,
@@ -435,13 +442,7 @@ impl Store for SqliteStore {
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
-        self.read(|conn| {
-            query_infos(
-                conn,
-                "WHERE state IN ('queued', 'held') ORDER BY seq",
-                [],
-            )
-        })
+        self.read(|conn| query_infos(conn, "WHERE state IN ('queued', 'held') ORDER BY seq", []))
     }
 
     fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>> {
