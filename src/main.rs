@@ -166,7 +166,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = source.load()?;
-            schleuse::accounts::Accounts::load(&config.accounts.file)?;
+            let accounts = schleuse::accounts::Accounts::load(&config.accounts.file)?;
+            if !accounts.accounts.is_empty() {
+                server::check_listener_accounts(&config, &accounts)?;
+            }
             for l in &config.listeners {
                 if l.tls != schleuse::config::ListenerTls::None
                     && (config.tls.cert.exists() || config.tls.key.exists())

@@ -124,6 +124,22 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
     Ok(Some(TlsAcceptor::from(server)))
 }
 
+/// Every account a listener hands to trusted clients must exist.
+pub fn check_listener_accounts(config: &Config, accounts: &Accounts) -> anyhow::Result<()> {
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(name) = &l.account
+            && accounts.get(name).is_none()
+        {
+            anyhow::bail!(
+                "{}: listener[{i}].account: no account named {name:?} in {} (add it with `schleuse user add {name}`)",
+                config.file_name().display(),
+                config.accounts.file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Creates the `via` account with a random password when there is none.
 fn first_account(config: &Config) -> anyhow::Result<Accounts> {
     let path = &config.accounts.file;
@@ -160,6 +176,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
     tracing::info!(db = %store.path().display(), "queue store opened (SQLite, WAL, fsync per commit)");
     let accounts = first_account(&config)?;
+    check_listener_accounts(&config, &accounts)?;
     let tls = load_tls(&config)?;
 
     let mut bound = Vec::new();
@@ -251,6 +268,7 @@ fn reload(source: &ConfigSource, shared: &Shared) {
     let attempt = || -> anyhow::Result<(Config, Accounts, Option<TlsAcceptor>)> {
         let config = source.load()?;
         let accounts = Accounts::load(&config.accounts.file)?;
+        check_listener_accounts(&config, &accounts)?;
         let tls = load_tls(&config)?;
         Ok((config, accounts, tls))
     };

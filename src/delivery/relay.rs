@@ -53,10 +53,18 @@ pub async fn connect(config: &Config) -> Result<Upstream, RelayError> {
     if let (Some(user), Some(pass)) = (&up.username, &up.password) {
         builder = builder.credentials((user.clone(), pass.clone()));
     }
+    // Commands and the message body go out in several small writes: without
+    // TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to every message.
     Ok(match up.tls {
-        UpstreamTls::None => Upstream::Plain(builder.connect_plain().await?),
+        UpstreamTls::None => {
+            let client = builder.connect_plain().await?;
+            let _ = client.stream.set_nodelay(true);
+            Upstream::Plain(client)
+        }
         UpstreamTls::Starttls | UpstreamTls::Implicit => {
-            Upstream::Tls(Box::new(builder.connect().await?))
+            let client = builder.connect().await?;
+            let _ = client.stream.get_ref().0.set_nodelay(true);
+            Upstream::Tls(Box::new(client))
         }
     })
 }

@@ -146,7 +146,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 let next = match wire::check_line(&line) {
                     wire::Line::Ok(body) => self.handle_line(body).await,
-                    wire::Line::BareLineEnding => self.reply(reply::BARE_LINE_END_CMD),
+                    // Where this line "really" ends is ambiguous, and so is
+                    // everything after it: answer once and hang up, so no
+                    // smuggled command is ever interpreted.
+                    wire::Line::BareLineEnding => {
+                        self.reply(reply::BARE_LINE_END_CMD);
+                        Next::Close
+                    }
                 };
                 match next {
                     Next::Continue => {}

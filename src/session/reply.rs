@@ -144,7 +144,7 @@ pub const BAD_SENDER: Reply = Reply::new(501, [5, 1, 7], "Bad sender address syn
 pub const BARE_LINE_END_CMD: Reply = Reply::new(
     500,
     [5, 5, 2],
-    "Bare CR or LF in command; lines must end with CRLF",
+    "Bare CR or LF in command; lines must end with CRLF; closing connection",
 );
 pub const BARE_LINE_END_DATA: Reply = Reply::new(
     550,
