@@ -58,6 +58,9 @@ pub fn received_header(s: &Stamp<'_>) -> Option<String> {
 /// Prepends the `Received:` header in place.
 pub fn prepend_received(message: &mut Vec<u8>, stamp: &Stamp<'_>) {
     if let Some(header) = received_header(stamp) {
+        // Exact reservation: a 25 MB message must not double its buffer
+        // just to gain a few hundred bytes in front.
+        message.reserve_exact(header.len());
         message.splice(0..0, header.into_bytes());
     }
 }

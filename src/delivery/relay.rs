@@ -30,7 +30,7 @@ pub enum RcptResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error("upstream: {0}")]
+    #[error("{0}")]
     Smtp(#[from] mail_send::Error),
     #[error("upstream TLS setup: {0}")]
     Tls(#[from] tls::TlsError),
