@@ -10,6 +10,11 @@
 //! pending after `delivery.max_age`, fails and the envelope sender gets a
 //! DSN. The scheduler also polls the store once a second, which is how
 //! `schleuse queue retry|release|flush` from another process take effect.
+//!
+//! Circuit breaker: when the upstream cannot be reached or answers `421`,
+//! the whole queue pauses (2 s, doubling up to 1 min) instead of every
+//! message failing on its own; after the pause one message probes, and only
+//! its success lets the rest follow.
 
 pub mod dsn;
 pub mod outbox;
@@ -51,11 +56,68 @@ impl Pacer {
     }
 }
 
+/// The upstream's health as the workers have seen it.
+#[derive(Default)]
+struct Breaker {
+    /// Consecutive attempts that found the upstream unusable.
+    failures: u32,
+    /// Paused until then; after it, one probe goes out.
+    open_until: Option<Instant>,
+}
+
+enum Flow {
+    Closed,
+    Open(Instant),
+    /// Paused time is over: let one message through to test the upstream.
+    Probe,
+}
+
+const BREAKER_MIN: Duration = Duration::from_secs(2);
+const BREAKER_MAX: Duration = Duration::from_secs(60);
+
 struct Engine {
     shared: Arc<Shared>,
     in_flight: Mutex<HashSet<String>>,
     finished: Notify,
     pacer: Pacer,
+    breaker: Mutex<Breaker>,
+}
+
+impl Engine {
+    fn flow(&self) -> Flow {
+        let Ok(b) = self.breaker.lock() else {
+            return Flow::Closed;
+        };
+        match b.open_until {
+            None => Flow::Closed,
+            Some(t) if t > Instant::now() => Flow::Open(t),
+            Some(_) => Flow::Probe,
+        }
+    }
+
+    fn upstream_failed(&self, why: &str) {
+        if let Ok(mut b) = self.breaker.lock() {
+            b.failures = b.failures.saturating_add(1);
+            let pause = BREAKER_MIN
+                .saturating_mul(1 << b.failures.min(16).saturating_sub(1))
+                .min(BREAKER_MAX);
+            b.open_until = Some(Instant::now() + pause);
+            tracing::warn!(pause = ?pause, failures = b.failures, reason = why, "upstream unusable: delivery paused");
+        }
+    }
+
+    fn upstream_ok(&self) {
+        if let Ok(mut b) = self.breaker.lock()
+            && b.failures > 0
+        {
+            *b = Breaker::default();
+            tracing::info!("upstream usable again: delivery resumed");
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.lock().map(|s| s.len()).unwrap_or(0)
+    }
 }
 
 /// Runs delivery until shutdown; returns after the workers have finished
@@ -69,6 +131,7 @@ pub async fn run(shared: Arc<Shared>) {
         pacer: Pacer {
             next: tokio::sync::Mutex::new(Instant::now()),
         },
+        breaker: Mutex::new(Breaker::default()),
     });
     let (tx, rx) = mpsc::channel::<MessageInfo>(workers);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -93,8 +156,27 @@ async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>) {
         if *shutdown.borrow() {
             return;
         }
-        let in_flight = engine.in_flight.lock().map(|s| s.len()).unwrap_or(0);
-        let due = match store.due(now_ms(), in_flight + 64).await {
+        let in_flight = engine.in_flight();
+        let limit = match engine.flow() {
+            Flow::Closed => in_flight + 64,
+            Flow::Open(until) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            Flow::Probe if in_flight == 0 => 1,
+            Flow::Probe => {
+                tokio::select! {
+                    _ = engine.finished.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+        };
+        let due = match store.due(now_ms(), limit).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the queue");
@@ -197,7 +279,15 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageI
     let started = Instant::now();
     let results = match config.upstream.mode {
         UpstreamMode::Outbox => to_outbox(&config, &msg.id, &content, &pending),
-        UpstreamMode::Relay => to_relay(&config, upstream, &msg.sender, &pending, &content).await,
+        UpstreamMode::Relay => {
+            let (results, usable) =
+                to_relay(&config, upstream, &msg.sender, &pending, &content).await;
+            match usable {
+                Ok(()) => engine.upstream_ok(),
+                Err(why) => engine.upstream_failed(&why),
+            }
+            results
+        }
     };
     record(engine, &config, &msg, &content, results, started.elapsed()).await;
 }
@@ -218,13 +308,22 @@ fn to_outbox(
         .collect()
 }
 
+/// Sends to the upstream. The second value says whether the upstream was
+/// usable (it answered the transaction) or not (unreachable, broken
+/// connection, `421`), which drives the circuit breaker.
 async fn to_relay(
     config: &Config,
     upstream: &mut Option<Upstream>,
     sender: &str,
     pending: &[String],
     content: &[u8],
-) -> Vec<(String, RcptResult)> {
+) -> (Vec<(String, RcptResult)>, Result<(), String>) {
+    let all_temporary = |text: &str| -> Vec<(String, RcptResult)> {
+        pending
+            .iter()
+            .map(|r| (r.clone(), RcptResult::Temporary(text.to_string())))
+            .collect()
+    };
     // A reused connection may have been closed by the upstream while idle:
     // one fresh connection is tried before calling the attempt failed.
     for attempt in 0..2 {
@@ -233,12 +332,8 @@ async fn to_relay(
             match relay::connect(config).await {
                 Ok(u) => *upstream = Some(u),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot connect to the upstream");
                     let text = format!("451 4.4.1 upstream unreachable: {e}");
-                    return pending
-                        .iter()
-                        .map(|r| (r.clone(), RcptResult::Temporary(text.clone())))
-                        .collect();
+                    return (all_temporary(&text), Err(e.to_string()));
                 }
             }
         }
@@ -247,12 +342,13 @@ async fn to_relay(
         };
         match conn.send(sender, pending, content).await {
             Ok(results) => {
-                if relay::closes_connection(&results)
-                    && let Some(u) = upstream.take()
-                {
-                    u.quit().await;
+                if relay::closes_connection(&results) {
+                    if let Some(u) = upstream.take() {
+                        u.quit().await;
+                    }
+                    return (results, Err("upstream answered 421".into()));
                 }
-                return results;
+                return (results, Ok(()));
             }
             Err(e) => {
                 *upstream = None;
@@ -261,18 +357,12 @@ async fn to_relay(
                     continue;
                 }
                 let text = format!("451 4.4.2 upstream connection failed: {e}");
-                return pending
-                    .iter()
-                    .map(|r| (r.clone(), RcptResult::Temporary(text.clone())))
-                    .collect();
+                return (all_temporary(&text), Err(e.to_string()));
             }
         }
     }
-    let text = "451 4.4.2 upstream connection failed".to_string();
-    pending
-        .iter()
-        .map(|r| (r.clone(), RcptResult::Temporary(text.clone())))
-        .collect()
+    let text = "451 4.4.2 upstream connection failed";
+    (all_temporary(text), Err(text.into()))
 }
 
 /// When to try again after `attempts` earlier attempts, with ±10 % jitter so
