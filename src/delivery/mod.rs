@@ -97,6 +97,11 @@ impl Engine {
 
     fn upstream_failed(&self, why: &str) {
         if let Ok(mut b) = self.breaker.lock() {
+            // Workers that were already under way when it opened report the
+            // same outage: count it once.
+            if b.open_until.is_some_and(|t| t > Instant::now()) {
+                return;
+            }
             b.failures = b.failures.saturating_add(1);
             let pause = BREAKER_MIN
                 .saturating_mul(1 << b.failures.min(16).saturating_sub(1))
