@@ -33,7 +33,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let max = usize::try_from(self.config.limits.max_message_size).unwrap_or(usize::MAX);
         let (block, total) = self.data_timeouts();
         let deadline = Instant::now() + total;
-        let mut rx = wire::DataIn::new(max);
+        let expected = self.envelope.as_ref().map_or(0, |e| e.declared_size);
+        let mut rx = wire::DataIn::new(max, expected);
 
         let (used, mut done) = rx.ingest(&self.input);
         self.input.drain(..used);

@@ -42,6 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.envelope = Some(Envelope {
             sender: from.address,
             recipients: Vec::new(),
+            declared_size: from.size,
         });
         reply::SENDER_OK
     }

@@ -54,6 +54,8 @@ pub enum Outcome {
 struct Envelope {
     sender: String,
     recipients: Vec<String>,
+    /// The client's `SIZE=` declaration (0 if none).
+    declared_size: usize,
 }
 
 /// A pending SASL exchange waiting for the client's next line.

@@ -31,7 +31,7 @@ pub fn next_line_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn memchr_lf(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', buf)
 }
 
 /// Classifies a line that ends with LF.
@@ -117,7 +117,9 @@ pub struct DataIn {
 }
 
 impl DataIn {
-    pub fn new(max: usize) -> DataIn {
+    /// `expected` is the client's `SIZE=` declaration, used to size the
+    /// buffer once instead of growing it step by step.
+    pub fn new(max: usize, expected: usize) -> DataIn {
         let mut receiver = DataReceiver::new();
         // A fresh receiver has seen no CRLF, so "DATA" followed at once by
         // ".\r\n" would never end and a first line "..x" would not be
@@ -126,7 +128,7 @@ impl DataIn {
         receiver.ingest(&mut b"\r\n".iter(), &mut primed);
         DataIn {
             receiver,
-            body: Vec::new(),
+            body: Vec::with_capacity(expected.min(max) + 1024),
             max,
             too_big: false,
         }
@@ -151,15 +153,15 @@ impl DataIn {
 
 /// True if `body` has a CR not followed by LF or an LF not preceded by CR.
 pub fn has_bare_line_ending(body: &[u8]) -> bool {
-    let mut prev = 0u8;
-    let mut iter = body.iter().peekable();
-    while let Some(&b) = iter.next() {
-        match b {
-            b'\n' if prev != b'\r' => return true,
-            b'\r' if iter.peek() != Some(&&b'\n') => return true,
-            _ => {}
+    for pos in memchr::memchr2_iter(b'\r', b'\n', body) {
+        let bare = if body[pos] == b'\n' {
+            pos == 0 || body[pos - 1] != b'\r'
+        } else {
+            body.get(pos + 1) != Some(&b'\n')
+        };
+        if bare {
+            return true;
         }
-        prev = b;
     }
     false
 }
@@ -186,7 +188,7 @@ mod tests {
     use super::*;
 
     fn receive(data: &[u8]) -> Option<(Vec<u8>, usize)> {
-        let mut d = DataIn::new(1 << 20);
+        let mut d = DataIn::new(1 << 20, 0);
         let (n, done) = d.ingest(data);
         done.then_some((d.body, n))
     }
@@ -230,7 +232,7 @@ mod tests {
 
     #[test]
     fn size_cap_discards() {
-        let mut d = DataIn::new(10);
+        let mut d = DataIn::new(10, 100);
         let (_, done) = d.ingest(b"0123456789abcdef\r\n.\r\n");
         assert!(done);
         assert!(d.too_big);
