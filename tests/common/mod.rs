@@ -1,0 +1,1360 @@
+//! Shared harness for the integration tests: a temp dir per test, certificates
+//! made with the `openssl` CLI, the Python upstream stand-in
+//! (`tests/support/upstream.py`), the real `schleuse` binary, and small SMTP
+//! clients (a raw/rustls one in Rust, smtplib and swaks as subprocesses).
+//!
+//! Everything binds to 127.0.0.1, every wait is bounded, and every process is
+//! killed on drop. When a test panics, the gateway's and the upstream's logs
+//! are printed (from `Drop`), so the failure report shows what they said.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls;
+
+/// Debian's Python, which has aiosmtpd (the pyenv one on PATH does not).
+pub const PYTHON: &str = "/usr/bin/python3";
+pub const BIN: &str = env!("CARGO_BIN_EXE_schleuse");
+
+/// The account every test submits with unless it says otherwise.
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-secret-Passw0rd";
+/// Credentials the upstream stand-in requires from the gateway.
+pub const RELAY_USER: &str = "relayuser";
+pub const RELAY_PASSWORD: &str = "relaypass";
+
+pub fn support_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support")
+}
+
+/// An ephemeral loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or `None` after `timeout`.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn toml_str(s: impl AsRef<str>) -> String {
+    let s = s.as_ref();
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn path_str(p: &Path) -> String {
+    toml_str(p.to_str().expect("temp paths are UTF-8"))
+}
+
+fn read_lossy(p: &Path) -> String {
+    fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("(cannot read {}: {e})", p.display()))
+}
+
+/// Runs a command with a bound on its wall time; it is killed when over.
+pub fn run_bounded(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).expect("write stdin");
+    }
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let Some(status) = wait_child(&mut child, timeout) else {
+        let _ = child.kill();
+        let status = child.wait().expect("wait after kill");
+        let out = out_t.join().unwrap_or_default();
+        let err = err_t.join().unwrap_or_default();
+        panic!(
+            "{cmd:?} did not finish within {timeout:?} (killed, {status})\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        )
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Waits for a child up to `timeout`; `None` if it is still running.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    wait_until(timeout, || child.try_wait().expect("try_wait"))
+}
+
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "exit: {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Certificates
+
+/// A private CA and a leaf for `localhost`/`127.0.0.1` signed by it (rustls
+/// refuses a CA certificate used as an end entity, so no single self-signed).
+#[derive(Debug, Clone)]
+pub struct Certs {
+    pub ca_crt: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_crt: PathBuf,
+    pub server_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = run_bounded(
+        Command::new("openssl").args(args).current_dir(dir),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed\n{}",
+        output_text(&out)
+    );
+}
+
+pub fn make_certs(dir: &Path) -> Certs {
+    fs::create_dir_all(dir).expect("create cert dir");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut args = vec!["req", "-x509", "-nodes"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=schleuse test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &args);
+    let mut args = vec!["req", "-new", "-nodes"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(dir, &args);
+    fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write leaf.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "30",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    Certs {
+        ca_crt: dir.join("ca.crt"),
+        ca_key: dir.join("ca.key"),
+        server_crt: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The upstream stand-in
+
+#[derive(Debug, Clone)]
+pub struct UpstreamOpts {
+    /// STARTTLS with the test CA's leaf, AUTH required after TLS.
+    pub tls: bool,
+    /// Require AUTH with RELAY_USER/RELAY_PASSWORD.
+    pub auth: bool,
+    pub fail_first: u32,
+    pub reject_rcpt: Option<String>,
+    /// A fixed port (for an upstream that starts after the gateway).
+    pub port: Option<u16>,
+}
+
+impl Default for UpstreamOpts {
+    fn default() -> Self {
+        Self {
+            tls: true,
+            auth: true,
+            fail_first: 0,
+            reject_rcpt: None,
+            port: None,
+        }
+    }
+}
+
+/// One message the upstream accepted.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub n: u32,
+    pub eml: Vec<u8>,
+    pub mail_from: String,
+    pub rcpt_tos: Vec<String>,
+    pub meta: serde_json::Value,
+}
+
+impl Delivered {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.eml).into_owned()
+    }
+
+    /// The first header field with this name (unfolded), if any.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_fields(&self.eml)
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The header fields of a message: (name, unfolded value).
+pub fn header_fields(eml: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(eml);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split("\r\n") {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            fields.push((n.to_string(), v.trim().to_string()));
+        }
+    }
+    fields
+}
+
+pub struct Upstream {
+    child: Option<Child>,
+    pub port: u16,
+    pub out_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Upstream {
+    pub fn start(dir: &Path, certs: &Certs, opts: &UpstreamOpts) -> Upstream {
+        let out_dir = dir.join("upstream-out");
+        fs::create_dir_all(&out_dir).expect("create upstream out dir");
+        let log_path = dir.join("upstream.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open upstream log");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(support_dir().join("upstream.py"))
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--port")
+            .arg(opts.port.unwrap_or(0).to_string());
+        if opts.tls {
+            cmd.arg("--cert")
+                .arg(&certs.server_crt)
+                .arg("--key")
+                .arg(&certs.server_key);
+        } else {
+            cmd.arg("--no-tls");
+        }
+        if opts.auth {
+            cmd.args(["--username", RELAY_USER, "--password", RELAY_PASSWORD]);
+        }
+        if opts.fail_first > 0 {
+            cmd.args(["--fail-first", &opts.fail_first.to_string()]);
+        }
+        if let Some(r) = &opts.reject_rcpt {
+            cmd.args(["--reject-rcpt", r]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("start upstream.py");
+        let stdout = child.stdout.take().expect("upstream stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let mut up = Upstream {
+            child: Some(child),
+            port: 0,
+            out_dir,
+            log_path,
+        };
+        match line.trim().strip_prefix("READY ").map(str::parse::<u16>) {
+            Some(Ok(port)) => up.port = port,
+            _ => panic!(
+                "upstream.py did not print READY (got {line:?})\n{}",
+                up.log()
+            ),
+        }
+        up
+    }
+
+    pub fn log(&self) -> String {
+        format!(
+            "----- upstream log ({}) -----\n{}",
+            self.log_path.display(),
+            read_lossy(&self.log_path)
+        )
+    }
+
+    /// Everything accepted so far, in order.
+    pub fn messages(&self) -> Vec<Delivered> {
+        let mut out = Vec::new();
+        for n in 1.. {
+            let meta_path = self.out_dir.join(format!("{n}.json"));
+            let Ok(meta_text) = fs::read_to_string(&meta_path) else {
+                break;
+            };
+            let meta: serde_json::Value =
+                serde_json::from_str(&meta_text).expect("upstream .json parses");
+            let eml = fs::read(self.out_dir.join(format!("{n}.eml"))).expect("upstream .eml");
+            out.push(Delivered {
+                n,
+                eml,
+                mail_from: meta["mail_from"].as_str().unwrap_or_default().to_string(),
+                rcpt_tos: meta["rcpt_tos"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                meta,
+            });
+        }
+        out
+    }
+
+    /// Waits (bounded) until at least `n` messages arrived; panics otherwise
+    /// (the logs are printed when the processes are dropped).
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Delivered> {
+        wait_until(timeout, || {
+            let m = self.messages();
+            (m.len() >= n).then_some(m)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {n} message(s) at the upstream within {timeout:?}, got {}",
+                self.messages().len(),
+            )
+        })
+    }
+
+    /// SIGTERM, then SIGKILL if it does not exit within 5 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            if wait_child(&mut child, Duration::from_secs(5)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!("{}", self.log());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Gateway configuration
+
+#[derive(Debug, Clone)]
+pub struct ListenerConf {
+    pub port: u16,
+    /// `starttls`, `implicit` or `none`.
+    pub tls: &'static str,
+    /// For `trusted_networks = ["127.0.0.1/32"]` acting as this account.
+    pub trusted_account: Option<String>,
+}
+
+impl ListenerConf {
+    pub fn starttls() -> Self {
+        Self {
+            port: free_port(),
+            tls: "starttls",
+            trusted_account: None,
+        }
+    }
+
+    /// A plaintext loopback listener whose clients act as `account` without AUTH.
+    pub fn trusted_plain(account: &str) -> Self {
+        Self {
+            port: free_port(),
+            tls: "none",
+            trusted_account: Some(account.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamConf {
+    /// Relay to the upstream stand-in at this port.
+    Relay {
+        port: u16,
+        tls: bool,
+        auth: bool,
+    },
+    Outbox,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConf {
+    pub sending: &'static str,
+    pub listeners: Vec<ListenerConf>,
+    pub upstream: UpstreamConf,
+    /// Give the gateway the CA-signed leaf (true) or let it generate its own
+    /// self-signed certificate (false).
+    pub test_ca_cert: bool,
+    pub retry_schedule: Vec<&'static str>,
+    pub max_message_size: &'static str,
+    pub max_recipients: usize,
+    pub received_header: &'static str,
+    /// Raw TOML lines appended to the end of the `[server]` table.
+    pub extra_server: String,
+}
+
+impl GatewayConf {
+    /// One STARTTLS listener relaying to the upstream stand-in (TLS + AUTH).
+    pub fn relay(upstream_port: u16) -> Self {
+        Self {
+            sending: "enabled",
+            listeners: vec![ListenerConf::starttls()],
+            upstream: UpstreamConf::Relay {
+                port: upstream_port,
+                tls: true,
+                auth: true,
+            },
+            test_ca_cert: true,
+            retry_schedule: vec!["1s", "2s"],
+            max_message_size: "1MB",
+            max_recipients: 5,
+            received_header: "minimal",
+            extra_server: String::new(),
+        }
+    }
+
+    pub fn outbox() -> Self {
+        Self {
+            upstream: UpstreamConf::Outbox,
+            ..Self::relay(0)
+        }
+    }
+
+    /// The first listener's port.
+    pub fn port(&self) -> u16 {
+        self.listeners[0].port
+    }
+}
+
+/// One test's world: its temp dir, certificates and file locations.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub certs: Certs,
+    pub config_path: PathBuf,
+    pub accounts_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub conf: Option<GatewayConf>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("schleuse-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let certs = make_certs(&dir.path().join("ca"));
+        Env {
+            config_path: dir.path().join("schleuse.toml"),
+            accounts_path: dir.path().join("accounts.toml"),
+            data_dir: dir.path().join("var"),
+            certs,
+            dir,
+            conf: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn render(&self, c: &GatewayConf) -> String {
+        let mut t = String::new();
+        let d = self.path();
+        writeln!(t, "sending = {}", toml_str(c.sending)).unwrap();
+        writeln!(t, "\n[server]").unwrap();
+        writeln!(t, "hostname = \"gw.test\"").unwrap();
+        writeln!(t, "data_dir = {}", path_str(&self.data_dir)).unwrap();
+        writeln!(t, "shutdown_grace = \"2s\"").unwrap();
+        t.push_str(&c.extra_server);
+        for l in &c.listeners {
+            writeln!(t, "\n[[listener]]").unwrap();
+            writeln!(t, "bind = \"127.0.0.1:{}\"", l.port).unwrap();
+            writeln!(t, "tls = {}", toml_str(l.tls)).unwrap();
+            if let Some(a) = &l.trusted_account {
+                writeln!(t, "trusted_networks = [\"127.0.0.1/32\"]").unwrap();
+                writeln!(t, "account = {}", toml_str(a)).unwrap();
+            }
+        }
+        writeln!(t, "\n[tls]").unwrap();
+        if c.test_ca_cert {
+            writeln!(t, "cert = {}", path_str(&self.certs.server_crt)).unwrap();
+            writeln!(t, "key = {}", path_str(&self.certs.server_key)).unwrap();
+        } else {
+            writeln!(t, "cert = {}", path_str(&d.join("gw-certs/server.crt"))).unwrap();
+            writeln!(t, "key = {}", path_str(&d.join("gw-certs/server.key"))).unwrap();
+        }
+        writeln!(t, "\n[accounts]\nfile = {}", path_str(&self.accounts_path)).unwrap();
+        writeln!(t, "\n[upstream]").unwrap();
+        match &c.upstream {
+            UpstreamConf::Outbox => writeln!(t, "mode = \"outbox\"").unwrap(),
+            UpstreamConf::Relay { port, tls, auth } => {
+                writeln!(t, "mode = \"relay\"\nhost = \"127.0.0.1\"\nport = {port}").unwrap();
+                if *tls {
+                    writeln!(t, "tls = \"starttls\"").unwrap();
+                    writeln!(t, "ca_file = {}", path_str(&self.certs.ca_crt)).unwrap();
+                } else {
+                    writeln!(t, "tls = \"none\"").unwrap();
+                }
+                if *auth {
+                    writeln!(t, "username = {}", toml_str(RELAY_USER)).unwrap();
+                    writeln!(t, "password = {}", toml_str(RELAY_PASSWORD)).unwrap();
+                }
+                writeln!(t, "timeout = \"10s\"").unwrap();
+            }
+        }
+        let schedule: Vec<String> = c.retry_schedule.iter().map(toml_str).collect();
+        writeln!(t, "\n[delivery]").unwrap();
+        writeln!(t, "retry_schedule = [{}]", schedule.join(", ")).unwrap();
+        writeln!(t, "max_age = \"5d\"\nmax_connections = 4").unwrap();
+        writeln!(t, "max_messages_per_second = 1000").unwrap();
+        writeln!(t, "\n[limits]").unwrap();
+        writeln!(t, "max_message_size = {}", toml_str(c.max_message_size)).unwrap();
+        writeln!(t, "max_recipients_per_message = {}", c.max_recipients).unwrap();
+        writeln!(t, "max_connections = 500\nmax_connections_per_ip = 50").unwrap();
+        writeln!(t, "\n[timeouts]").unwrap();
+        writeln!(
+            t,
+            "command = \"60s\"\ndata_block = \"60s\"\ndata_total = \"120s\""
+        )
+        .unwrap();
+        writeln!(t, "\n[privacy]").unwrap();
+        writeln!(t, "received_header = {}", toml_str(c.received_header)).unwrap();
+        writeln!(t, "\n[log]\nformat = \"human\"\nlevel = \"debug\"").unwrap();
+        t
+    }
+
+    pub fn write_config(&mut self, c: &GatewayConf) {
+        fs::write(&self.config_path, self.render(c)).expect("write config");
+        self.conf = Some(c.clone());
+    }
+
+    pub fn conf(&self) -> &GatewayConf {
+        self.conf.as_ref().expect("write_config first")
+    }
+
+    /// `schleuse --config <this config> ARGS...`, bounded to 60 s.
+    pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run_bounded(
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&self.config_path)
+                .args(args)
+                .current_dir(self.path()),
+            stdin,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Creates an account through `schleuse user add … --password-stdin`.
+    pub fn add_user(&self, name: &str, password: &str, allow: &[&str]) {
+        let mut args = vec!["user", "add", name];
+        for a in allow {
+            args.extend(["--allow-sender", a]);
+        }
+        args.push("--password-stdin");
+        let input = format!("{password}\n");
+        let out = self.cli(&args, Some(input.as_bytes()));
+        assert!(
+            out.status.success(),
+            "schleuse user add {name} failed\n{}",
+            output_text(&out)
+        );
+    }
+
+    /// The usual account: USER/PASSWORD, senders `*@example.com`.
+    pub fn add_default_user(&self) {
+        self.add_user(USER, PASSWORD, &["*@example.com"]);
+    }
+
+    pub fn start_gateway(&self) -> Gateway {
+        Gateway::start(self, "gateway.log")
+    }
+
+    pub fn start_upstream(&self, opts: &UpstreamOpts) -> Upstream {
+        Upstream::start(self.path(), &self.certs, opts)
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// A file in the temp dir with these contents.
+    pub fn write_file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let p = self.path().join(name);
+        fs::write(&p, contents).expect("write file");
+        p
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The gateway process
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+    pub ports: Vec<u16>,
+}
+
+impl Gateway {
+    /// Starts `schleuse run` and waits (up to 60 s) until every listener
+    /// accepts connections. The log (stdout + stderr) is appended to
+    /// `<tempdir>/<log_name>`.
+    pub fn start(env: &Env, log_name: &str) -> Gateway {
+        let log_path = env.path().join(log_name);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open gateway log");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&env.config_path)
+            .arg("run")
+            .current_dir(env.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log fd")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start schleuse run");
+        let ports: Vec<u16> = env.conf().listeners.iter().map(|l| l.port).collect();
+        let mut gw = Gateway {
+            child: Some(child),
+            log_path,
+            ports: ports.clone(),
+        };
+        for port in ports {
+            let up = wait_until(Duration::from_secs(60), || {
+                if let Some(status) = gw.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!("schleuse run exited early ({status})\n{}", gw.log());
+                }
+                TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+            match up {
+                Some(s) => {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                None => panic!(
+                    "schleuse did not listen on 127.0.0.1:{port} within 60 s\n{}",
+                    gw.log()
+                ),
+            }
+        }
+        gw
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    pub fn log(&self) -> String {
+        format!(
+            "----- gateway log ({}) -----\n{}",
+            self.log_path.display(),
+            read_lossy(&self.log_path)
+        )
+    }
+
+    /// SIGKILL (`kill -9`), and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!("{}", self.log());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A small synchronous SMTP client (plain TCP, upgraded with rustls)
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// All text after the codes, lines joined with `\n`.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// The enhanced status code of the last line (`5.7.1`), if any.
+    pub fn enhanced(&self) -> Option<String> {
+        let last = self.lines.last()?;
+        let word = last.split_whitespace().next()?;
+        let parts: Vec<&str> = word.split('.').collect();
+        (parts.len() == 3 && parts.iter().all(|p| p.parse::<u16>().is_ok()))
+            .then(|| word.to_string())
+    }
+
+    /// The last word of the reply (the queue id after `250 … queued as ID`).
+    pub fn last_word(&self) -> String {
+        self.lines
+            .last()
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn is(&self, code: u16, enhanced: &str) -> bool {
+        self.code == code && self.enhanced().as_deref() == Some(enhanced)
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, l) in self.lines.iter().enumerate() {
+            let sep = if i + 1 == self.lines.len() { ' ' } else { '-' };
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}{sep}{l}", self.code)?;
+        }
+        Ok(())
+    }
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Gone,
+}
+
+impl Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+            Conn::Gone => Err(io::Error::other("connection gone")),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(buf).and_then(|_| s.flush()),
+            Conn::Tls(s) => s.write_all(buf).and_then(|_| s.flush()),
+            Conn::Gone => Err(io::Error::other("connection gone")),
+        }
+    }
+}
+
+/// How the client checks the gateway's certificate.
+pub enum Verify<'a> {
+    /// Against this CA file, for the name `localhost`.
+    Ca(&'a Path),
+    /// Not at all (the gateway's generated self-signed certificate).
+    Insecure,
+}
+
+pub struct Smtp {
+    conn: Conn,
+    buf: Vec<u8>,
+    pub greeting: Reply,
+}
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Smtp {
+    /// Connects to 127.0.0.1:port and reads the greeting (which must be 220).
+    pub fn connect(port: u16) -> Smtp {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
+        let mut c = Smtp {
+            conn: Conn::Plain(s),
+            buf: Vec::new(),
+            greeting: Reply {
+                code: 0,
+                lines: Vec::new(),
+            },
+        };
+        let g = c.read_reply().expect("read greeting");
+        assert_eq!(g.code, 220, "greeting: {g}");
+        c.greeting = g;
+        c
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.conn.write_all(bytes)
+    }
+
+    /// Bytes received but not yet consumed as a reply.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads one (possibly multi-line) reply. EOF is an `UnexpectedEof` error.
+    pub fn read_reply(&mut self) -> io::Result<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            while let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let line = String::from_utf8_lossy(&line[..pos]).into_owned();
+                let code: u16 = line
+                    .get(..3)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| io::Error::other(format!("malformed reply line {line:?}")))?;
+                let sep = line.as_bytes().get(3).copied().unwrap_or(b' ');
+                lines.push(line.get(4..).unwrap_or_default().to_string());
+                if sep != b'-' {
+                    return Ok(Reply { code, lines });
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.conn.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed (unparsed: {:?})",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends `line` + CRLF and reads the reply; panics on I/O errors.
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.try_cmd(line)
+            .unwrap_or_else(|e| panic!("{line:?}: I/O error: {e}"))
+    }
+
+    pub fn try_cmd(&mut self, line: &str) -> io::Result<Reply> {
+        self.conn.write_all(format!("{line}\r\n").as_bytes())?;
+        self.read_reply()
+    }
+
+    pub fn ehlo(&mut self) -> Reply {
+        let r = self.cmd("EHLO client.test");
+        assert_eq!(r.code, 250, "EHLO: {r}");
+        r
+    }
+
+    /// STARTTLS (must be 220), then the TLS handshake. No EHLO afterwards.
+    pub fn starttls(&mut self, verify: Verify<'_>) {
+        let r = self.cmd("STARTTLS");
+        assert_eq!(r.code, 220, "STARTTLS: {r}");
+        self.tls_handshake(verify)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
+    }
+
+    /// Upgrades the connection to TLS (after a 220 to STARTTLS). Bytes that
+    /// arrived in plain text and were not consumed are an error.
+    pub fn tls_handshake(&mut self, verify: Verify<'_>) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            return Err(io::Error::other(format!(
+                "plaintext bytes after the STARTTLS reply: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            )));
+        }
+        let sock = match std::mem::replace(&mut self.conn, Conn::Gone) {
+            Conn::Plain(s) => s,
+            _ => return Err(io::Error::other("not a plaintext connection")),
+        };
+        let conn = rustls::ClientConnection::new(
+            Arc::new(client_config(verify)),
+            ServerName::try_from("localhost").expect("server name"),
+        )
+        .map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        self.conn = Conn::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// EHLO, STARTTLS, EHLO, verified against the test CA.
+    pub fn connect_tls(port: u16, ca: &Path) -> Smtp {
+        let mut c = Smtp::connect(port);
+        c.ehlo();
+        c.starttls(Verify::Ca(ca));
+        c.ehlo();
+        c
+    }
+
+    /// EHLO, STARTTLS, EHLO, AUTH PLAIN (must be 235).
+    pub fn connect_auth(port: u16, ca: &Path, user: &str, password: &str) -> Smtp {
+        let mut c = Smtp::connect_tls(port, ca);
+        let r = c.auth_plain(user, password);
+        assert_eq!(r.code, 235, "AUTH PLAIN as {user}: {r}");
+        c
+    }
+
+    pub fn auth_plain(&mut self, user: &str, password: &str) -> Reply {
+        let token = base64(format!("\0{user}\0{password}").as_bytes());
+        self.cmd(&format!("AUTH PLAIN {token}"))
+    }
+
+    /// DATA (must be 354), the dot-stuffed message, `.`; returns the final reply.
+    pub fn data(&mut self, message: &[u8]) -> Reply {
+        let r = self.cmd("DATA");
+        assert_eq!(r.code, 354, "DATA: {r}");
+        self.send_raw(&dot_stuff(message)).expect("send message");
+        self.send_raw(b".\r\n").expect("send end of data");
+        self.read_reply().expect("reply to end of DATA")
+    }
+
+    /// MAIL, RCPT…, DATA; every step before the end of DATA must be 250/354.
+    pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Reply {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert_eq!(r.code, 250, "MAIL FROM:<{from}>: {r}");
+        for t in to {
+            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+            assert_eq!(r.code, 250, "RCPT TO:<{t}>: {r}");
+        }
+        self.data(message)
+    }
+
+    pub fn quit(mut self) {
+        let _ = self.try_cmd("QUIT");
+    }
+}
+
+/// Dot-stuffs a message with CRLF line ends and makes sure it ends in CRLF.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+pub fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+pub fn client_config(verify: Verify<'_>) -> rustls::ClientConfig {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    match verify {
+        Verify::Ca(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).expect("read CA file") {
+                roots.add(cert.expect("CA PEM")).expect("add CA");
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Verify::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+            .with_no_client_auth(),
+    }
+}
+
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Python smtplib and swaks clients
+
+/// One result line of `tests/support/send.py`.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    pub stage: String,
+    pub code: u16,
+    pub reply: String,
+    pub queue_id: Option<String>,
+}
+
+/// Submits `message` with smtplib (STARTTLS verified against the test CA,
+/// AUTH LOGIN/PLAIN as the given user). Panics if smtplib raised.
+pub fn smtplib_send(
+    env: &Env,
+    port: u16,
+    user: (&str, &str),
+    from: &str,
+    to: &[&str],
+    message: &[u8],
+) -> Vec<SendResult> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let msg_path = env.write_file(&format!("smtplib-{n}.eml"), message);
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(support_dir().join("send.py"))
+        .args(["--port", &port.to_string(), "--starttls", "--cafile"])
+        .arg(&env.certs.ca_crt)
+        .args(["--user", user.0, "--password", user.1, "--mail-from", from])
+        .arg("--message")
+        .arg(&msg_path);
+    for t in to {
+        cmd.args(["--to", t]);
+    }
+    let out = run_bounded(&mut cmd, None, Duration::from_secs(120));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("send.py output is not JSON ({e})\n{}", output_text(&out)));
+    assert!(
+        v["error"].is_null() && out.status.success(),
+        "send.py failed\n{}",
+        output_text(&out)
+    );
+    v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| SendResult {
+            stage: r["stage"].as_str().unwrap_or_default().into(),
+            code: r["code"].as_u64().unwrap_or_default() as u16,
+            reply: r["reply"].as_str().unwrap_or_default().into(),
+            queue_id: r["queue_id"].as_str().map(String::from),
+        })
+        .collect()
+}
+
+/// Runs swaks (STARTTLS, AUTH PLAIN); returns its output (all transcript).
+pub fn swaks(env: &Env, port: u16, extra: &[&str]) -> Output {
+    let mut cmd = Command::new("swaks");
+    cmd.args([
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--ehlo",
+        "swaks.test",
+        "--timeout",
+        "30",
+        "--tls",
+    ])
+    .args(extra)
+    .current_dir(env.path());
+    run_bounded(&mut cmd, None, Duration::from_secs(120))
+}
+
+// ---------------------------------------------------------------------------
+// Test messages
+
+/// A simple message with a unique marker in Subject and body.
+pub fn simple_message(from: &str, to: &str, marker: &str) -> Vec<u8> {
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: test {marker}\r\n\
+         Message-ID: <{marker}@example.com>\r\nDate: Mon, 01 Jan 2024 10:00:00 +0100\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         body of {marker}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Whether `eml` is `message` with only header fields added at the top;
+/// returns those added fields, or an explanation.
+pub fn added_headers(eml: &[u8], message: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if !eml.ends_with(message) {
+        let common = eml
+            .iter()
+            .rev()
+            .zip(message.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        return Err(format!(
+            "the relayed message does not end with the submitted bytes \
+             (common suffix {common} of {} bytes)\n--- submitted ---\n{}\n--- relayed ---\n{}",
+            message.len(),
+            String::from_utf8_lossy(message),
+            String::from_utf8_lossy(eml)
+        ));
+    }
+    let prefix = &eml[..eml.len() - message.len()];
+    if !prefix.is_empty() && !prefix.ends_with(b"\r\n") {
+        return Err(format!(
+            "added prefix does not end with CRLF: {:?}",
+            String::from_utf8_lossy(prefix)
+        ));
+    }
+    let text = String::from_utf8_lossy(prefix);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split_terminator("\r\n") {
+        if line.starts_with([' ', '\t']) && !fields.is_empty() {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((n, v))
+                if !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':') =>
+            {
+                fields.push((n.to_string(), v.trim().to_string()));
+            }
+            _ => return Err(format!("added line is not a header field: {line:?}")),
+        }
+    }
+    Ok(fields)
+}
+
+// ---------------------------------------------------------------------------
+// A whole test world
+
+/// Gateway, upstream and temp dir together; dropped in that order, so the
+/// processes are gone before their directory is removed, and their logs are
+/// still there to print when a test panics.
+pub struct World {
+    pub gw: Gateway,
+    pub up: Option<Upstream>,
+    pub env: Env,
+}
+
+impl World {
+    /// Upstream (TLS + AUTH) started, config from `GatewayConf::relay`
+    /// adjusted by `f`, the default account, the gateway running.
+    pub fn relay_with(opts: UpstreamOpts, f: impl FnOnce(&mut GatewayConf)) -> World {
+        let mut env = Env::new();
+        let up = env.start_upstream(&opts);
+        let mut conf = GatewayConf::relay(up.port);
+        if let UpstreamConf::Relay { tls, auth, .. } = &mut conf.upstream {
+            *tls = opts.tls;
+            *auth = opts.auth;
+        }
+        f(&mut conf);
+        env.write_config(&conf);
+        env.add_default_user();
+        let gw = env.start_gateway();
+        World {
+            gw,
+            up: Some(up),
+            env,
+        }
+    }
+
+    pub fn relay() -> World {
+        Self::relay_with(UpstreamOpts::default(), |_| {})
+    }
+
+    /// A gateway whose config comes from `conf` and has no upstream running.
+    pub fn without_upstream(conf: GatewayConf) -> World {
+        let mut env = Env::new();
+        env.write_config(&conf);
+        env.add_default_user();
+        let gw = env.start_gateway();
+        World { gw, up: None, env }
+    }
+
+    pub fn up(&self) -> &Upstream {
+        self.up.as_ref().expect("this world has an upstream")
+    }
+
+    /// The first listener's port.
+    pub fn port(&self) -> u16 {
+        self.gw.port()
+    }
+
+    pub fn ca(&self) -> &Path {
+        &self.env.certs.ca_crt
+    }
+
+    /// A connection that has done EHLO, STARTTLS, EHLO, AUTH as the default account.
+    pub fn client(&self) -> Smtp {
+        Smtp::connect_auth(self.port(), self.ca(), USER, PASSWORD)
+    }
+}
