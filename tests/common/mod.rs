@@ -251,6 +251,8 @@ pub struct UpstreamOpts {
     pub reject_rcpt: Option<String>,
     /// A fixed port (for an upstream that starts after the gateway).
     pub port: Option<u16>,
+    /// Accept DATA lines up to this length (aiosmtpd's default is RFC 5321's 1000).
+    pub line_limit: Option<usize>,
 }
 
 impl Default for UpstreamOpts {
@@ -261,6 +263,7 @@ impl Default for UpstreamOpts {
             fail_first: 0,
             reject_rcpt: None,
             port: None,
+            line_limit: None,
         }
     }
 }
@@ -345,6 +348,9 @@ impl Upstream {
         }
         if opts.fail_first > 0 {
             cmd.args(["--fail-first", &opts.fail_first.to_string()]);
+        }
+        if let Some(limit) = opts.line_limit {
+            cmd.arg("--line-limit").arg(limit.to_string());
         }
         if let Some(r) = &opts.reject_rcpt {
             cmd.args(["--reject-rcpt", r]);

@@ -108,6 +108,9 @@ async def main():
     p.add_argument("--password")
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--reject-rcpt")
+    # aiosmtpd enforces RFC 5321's 1000-octet line limit by default; relays
+    # such as Postfix-fronted ESPs accept longer lines.
+    p.add_argument("--line-limit", type=int, default=1001)
     args = p.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
@@ -126,8 +129,13 @@ async def main():
     handler = Recorder(args.out, args.fail_first, args.reject_rcpt)
     loop = asyncio.get_running_loop()
 
+    class Server(SMTP):
+        # Read by the constructor (it sizes the stream reader), so it must be
+        # a class attribute.
+        line_length_limit = args.line_limit
+
     def factory():
-        return SMTP(
+        return Server(
             handler,
             hostname="upstream.test",
             tls_context=tls_context,
