@@ -20,15 +20,15 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {cause}")]
     Read {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{file}: cannot write: {source}")]
+    #[error("{file}: cannot write: {cause}")]
     Write {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{file}: {reason}")]
     Invalid { file: PathBuf, reason: String },
@@ -63,10 +63,10 @@ impl Accounts {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Accounts::default()),
-            Err(source) => {
+            Err(cause) => {
                 return Err(AccountsError::Read {
                     file: path.into(),
-                    source,
+                    cause,
                 });
             }
         };
@@ -112,9 +112,9 @@ impl Accounts {
     /// Writes atomically (temp file, fsync, rename) with mode 0600: the file
     /// holds password hashes.
     pub fn save(&self, path: &Path) -> Result<(), AccountsError> {
-        let werr = |source| AccountsError::Write {
+        let werr = |cause| AccountsError::Write {
             file: path.into(),
-            source,
+            cause,
         };
         let body = toml::to_string_pretty(self).map_err(|e| AccountsError::Invalid {
             file: path.into(),

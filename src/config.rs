@@ -20,10 +20,10 @@ use serde::{Deserialize, Deserializer};
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {cause}")]
     Read {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{file}:{line}: {key}: {reason}")]
     Parse {
@@ -207,7 +207,8 @@ pub struct Upstream {
     /// Residency (SPEC §7): hosts the gateway may relay to. Loopback hosts are
     /// always allowed.
     pub allowed_hosts: Vec<String>,
-    /// Per SMTP command; a stuck upstream must not stall the queue.
+    /// Per SMTP command (the DATA upload gets more by size, assuming at least
+    /// 128 KiB/s); a stuck upstream must not stall the queue.
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
 }
@@ -373,9 +374,9 @@ impl Default for Config {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             file: path.to_owned(),
-            source,
+            cause,
         })?;
         let mut config = Self::parse(&text, path)?;
         config.source = Some(path.to_owned());

@@ -38,8 +38,4 @@ impl Queue {
     pub async fn notified(&self) {
         self.wake.notified().await
     }
-
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
 }

@@ -34,6 +34,10 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     pub queue: Queue,
     pub connections: Connections,
+    /// Password checks running at once. Each argon2 check takes ~19 MiB and
+    /// a core for tens of milliseconds: unbounded, a login flood would take
+    /// gigabytes and starve everything else.
+    pub password_checks: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -51,6 +55,9 @@ impl Shared {
             shutdown,
             queue,
             connections: Connections::default(),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 

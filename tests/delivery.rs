@@ -278,3 +278,73 @@ fn flush_and_retry_deliver_now() {
         "`queue flush` delivers {first}"
     );
 }
+
+/// A message with one recipient delivered and one deferred is retried for
+/// the deferred one only: the delivered recipient never gets a second copy,
+/// however the scheduler's reads and the workers' updates interleave.
+#[test]
+fn partial_deferral_never_duplicates_the_delivered_recipient() {
+    let w = World::relay_with(
+        UpstreamOpts {
+            tls: false,
+            auth: false,
+            defer_rcpt: Some("later".into()),
+            ..UpstreamOpts::default()
+        },
+        |c| {
+            c.listeners = vec![ListenerConf::trusted_plain(USER)];
+            c.retry_schedule = vec!["1s"];
+        },
+    );
+    // Four clients at once keep the scheduler's reads and the workers'
+    // updates interleaving.
+    const CLIENTS: usize = 4;
+    const EACH: usize = 100;
+    const N: usize = CLIENTS * EACH;
+    let port = w.port();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut c = Smtp::connect(port);
+                c.ehlo();
+                for i in 0..EACH {
+                    let msg = simple_message(SENDER, RCPT, &format!("partial-{k}-{i}"));
+                    let r = c.send(SENDER, &[RCPT, "later@example.net"], &msg);
+                    assert_eq!(r.code, 250, "message {k}-{i}: {r}");
+                }
+                c.quit();
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    w.up().wait_for(N, WAIT);
+    // Several retry rounds for the deferred recipient.
+    std::thread::sleep(Duration::from_secs(5));
+    let got = w.up().messages();
+    let mut markers: Vec<String> = got
+        .iter()
+        .filter_map(|d| {
+            let t = d.text();
+            t.find("partial-").map(|p| {
+                t[p..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .collect();
+    let total = markers.len();
+    markers.sort();
+    markers.dedup();
+    assert_eq!(markers.len(), N, "every message once\n{}", w.gw.log());
+    assert_eq!(
+        total,
+        N,
+        "{} duplicate deliveries\n{}",
+        total - N,
+        w.gw.log()
+    );
+}

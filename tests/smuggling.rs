@@ -240,3 +240,56 @@ fn starttls_injection_rset_is_discarded() {
 fn starttls_injection_mail_is_discarded() {
     starttls_injection(&format!("MAIL FROM:<{SENDER}>\r\n"));
 }
+
+/// With no `Received:` header in front, a message whose first line is a
+/// lone "." (sent dot-stuffed as "..") must reach the upstream intact: an
+/// unstuffed leading dot would end the upstream's DATA early and turn the
+/// rest of the body into commands run with the gateway's credentials.
+#[test]
+fn leading_dot_cannot_smuggle_commands_to_the_upstream() {
+    let w = World::relay_with(
+        UpstreamOpts {
+            tls: false,
+            auth: false,
+            ..UpstreamOpts::default()
+        },
+        |c| {
+            c.listeners = vec![ListenerConf::trusted_plain(USER)];
+            c.received_header = "none";
+        },
+    );
+    let mut c = Smtp::connect(w.port());
+    c.ehlo();
+    let r = c.cmd(&format!("MAIL FROM:<{SENDER}>"));
+    assert_eq!(r.code, 250, "{r}");
+    let r = c.cmd(&format!("RCPT TO:<{RCPT}>"));
+    assert_eq!(r.code, 250, "{r}");
+    let r = c.cmd("DATA");
+    assert_eq!(r.code, 354, "{r}");
+    let body = format!(
+        "..\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<{VICTIM}>\r\nDATA\r\nFrom: {SENDER}\r\n\r\nsmuggled\r\n.\r\n"
+    );
+    // Only the first line is stuffed by the client; the rest is the payload.
+    c.send_raw(body.as_bytes()).expect("send");
+    let r = c.read_reply().expect("reply to the end of DATA");
+    // mail-parser reads past the odd first lines and finds the From:, so the
+    // message is accepted: it must arrive whole, as one message.
+    c.quit();
+    assert_eq!(r.code, 250, "{r}");
+    let got = w.up().wait_for(1, WAIT);
+    assert!(
+        got[0].eml.starts_with(b".\r\nMAIL FROM:"),
+        "{}",
+        got[0].text()
+    );
+    assert!(got[0].text().contains("smuggled"), "{}", got[0].text());
+    std::thread::sleep(Duration::from_secs(2));
+    for d in w.up().messages() {
+        assert!(
+            !d.rcpt_tos.iter().any(|r| r == VICTIM),
+            "smuggled through a leading dot: {:?}\n{}",
+            d.rcpt_tos,
+            d.text()
+        );
+    }
+}

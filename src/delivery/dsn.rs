@@ -12,6 +12,8 @@ pub struct Failure<'a> {
     pub recipient: &'a str,
     /// The upstream reply or our own reason, e.g. `550 5.1.1 no such user`.
     pub diagnostic: &'a str,
+    /// Gave up after `delivery.max_age` rather than on a permanent reply.
+    pub expired: bool,
 }
 
 pub struct Report<'a> {
@@ -25,26 +27,24 @@ pub struct Report<'a> {
     pub original: &'a [u8],
 }
 
-/// The `X.Y.Z` status from a reply text, or a default by reply class.
-fn status_of(diagnostic: &str) -> String {
-    let mut words = diagnostic.split_whitespace();
-    let code = words.next().unwrap_or("");
-    if let Some(esc) = words.next() {
-        let parts: Vec<&str> = esc.split('.').collect();
-        if parts.len() == 3
-            && matches!(parts[0], "4" | "5")
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        {
-            return esc.to_string();
-        }
+/// The `5.Y.Z` status for a failed recipient: taken from the reply's
+/// enhanced code, with the class forced to 5 (RFC 3464 §2.3.4: `failed`
+/// goes with a permanent status, even when the last reply was temporary).
+fn status_of(f: &Failure<'_>) -> String {
+    if f.expired {
+        return "5.4.7".into();
     }
-    if code.starts_with('4') {
-        "4.0.0".into()
-    } else {
-        "5.0.0".into()
+    let esc = f.diagnostic.split_whitespace().nth(1).unwrap_or("");
+    let parts: Vec<&str> = esc.split('.').collect();
+    if parts.len() == 3
+        && matches!(parts[0], "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return format!("5.{}.{}", parts[1], parts[2]);
     }
+    "5.0.0".into()
 }
 
 fn header_block(message: &[u8]) -> &[u8] {
@@ -118,7 +118,7 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
              Status: {}\r\n\
              Diagnostic-Code: smtp; {}\r\n",
             one_line(f.recipient),
-            status_of(f.diagnostic),
+            status_of(f),
             one_line(f.diagnostic)
         ));
     }
@@ -140,6 +140,7 @@ mod tests {
         let failures = [Failure {
             recipient: "bad@example.org",
             diagnostic: "550 5.1.1 no such user",
+            expired: false,
         }];
         let dsn = build(&Report {
             hostname: "gw.test",
@@ -163,9 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn status_fallbacks() {
-        assert_eq!(status_of("550 5.7.1 denied"), "5.7.1");
-        assert_eq!(status_of("554 transaction failed"), "5.0.0");
-        assert_eq!(status_of("451 later"), "4.0.0");
+    fn status_is_always_permanent() {
+        let f = |diagnostic, expired| Failure {
+            recipient: "r@example.org",
+            diagnostic,
+            expired,
+        };
+        assert_eq!(status_of(&f("550 5.7.1 denied", false)), "5.7.1");
+        assert_eq!(status_of(&f("554 transaction failed", false)), "5.0.0");
+        assert_eq!(status_of(&f("451 4.4.1 unreachable", false)), "5.4.1");
+        assert_eq!(status_of(&f("451 4.4.1 unreachable", true)), "5.4.7");
     }
 }

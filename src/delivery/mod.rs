@@ -29,13 +29,17 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, UpstreamMode};
 use crate::server::Shared;
-use crate::store::{AttemptUpdate, MessageInfo, NewMessage, RecipientState, new_queue_id, now_ms};
+use crate::store::{
+    AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, new_queue_id, now_ms,
+};
 use relay::{RcptResult, Upstream};
 
 /// How often the scheduler looks at the store without being woken.
 const POLL: Duration = Duration::from_secs(1);
 /// An upstream connection idle this long is closed politely.
 const IDLE_CLOSE: Duration = Duration::from_secs(10);
+/// How long a message whose store access failed stays out of dispatch.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(30);
 
 /// Spaces sends evenly: at most `rate` per second across all workers.
 struct Pacer {
@@ -122,6 +126,13 @@ impl Engine {
 
     fn in_flight(&self) -> usize {
         self.in_flight.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut s) = self.in_flight.lock() {
+            s.remove(id);
+        }
+        self.finished.notify_one();
     }
 }
 
@@ -227,26 +238,32 @@ async fn worker(
 ) {
     let mut upstream: Option<Upstream> = None;
     loop {
-        let next = {
-            let mut rx = rx.lock().await;
-            tokio::time::timeout(IDLE_CLOSE, rx.recv()).await
-        };
-        let msg = match next {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(_) => {
+        // The receiver's lock is held only while waiting; when the idle timer
+        // wins, the wait is dropped and the lock with it.
+        let next = tokio::select! {
+            m = async { rx.lock().await.recv().await } => m,
+            _ = tokio::time::sleep(IDLE_CLOSE), if upstream.is_some() => {
                 if let Some(u) = upstream.take() {
                     u.quit().await;
                 }
                 continue;
             }
         };
+        let Some(msg) = next else {
+            break;
+        };
         let id = msg.id.clone();
-        deliver(&engine, &mut upstream, msg).await;
-        if let Ok(mut s) = engine.in_flight.lock() {
-            s.remove(&id);
+        if deliver(&engine, &mut upstream, msg).await {
+            engine.release(&id);
+        } else {
+            // The store failed us: keep the message out of dispatch for a
+            // while instead of retrying it in a tight loop.
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move {
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+                engine.release(&id);
+            });
         }
-        engine.finished.notify_one();
     }
     if let Some(u) = upstream.take() {
         u.quit().await;
@@ -254,18 +271,39 @@ async fn worker(
     tracing::debug!(worker = n, "delivery worker stopped");
 }
 
-/// One attempt for one message, recorded in the store.
-async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageInfo) {
+/// One attempt for one message, recorded in the store. Returns false when
+/// the store could not be read or written.
+async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: MessageInfo) -> bool {
     let shared = &engine.shared;
     let config = shared.config();
     let store = shared.queue.store();
+    // The scheduler's copy may be out of date: another worker may have
+    // finished this message after the list was read, or an admin held it.
+    let msg = match store.get(&stale.id).await {
+        Ok(Some(m))
+            if m.state == MessageState::Queued
+                && m.next_attempt <= now_ms()
+                && m.attempts == stale.attempts =>
+        {
+            m
+        }
+        Ok(_) => return true,
+        Err(e) => {
+            tracing::error!(queue_id = %stale.id, error = %e, "cannot read message state");
+            return false;
+        }
+    };
+    if config.upstream.mode == UpstreamMode::Relay && matches!(engine.flow(), Flow::Open(_)) {
+        // Paused since it was dispatched: leave it due, in its place.
+        return true;
+    }
     let content = match store.content(&msg.id).await {
         Ok(Some(c)) => c,
         // Deleted or finished meanwhile (admin action): nothing to do.
-        Ok(None) => return,
+        Ok(None) => return true,
         Err(e) => {
             tracing::error!(queue_id = %msg.id, error = %e, "cannot load message");
-            return;
+            return false;
         }
     };
     let pending: Vec<String> = msg
@@ -275,7 +313,7 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageI
         .map(|r| r.address.clone())
         .collect();
     if pending.is_empty() {
-        return;
+        return true;
     }
     engine
         .pacer
@@ -283,7 +321,7 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageI
         .await;
     let started = Instant::now();
     let results = match config.upstream.mode {
-        UpstreamMode::Outbox => to_outbox(&config, &msg.id, &content, &pending),
+        UpstreamMode::Outbox => to_outbox(&config, &msg.id, content.clone(), &pending).await,
         UpstreamMode::Relay => {
             let (results, usable) =
                 to_relay(&config, upstream, &msg.sender, &pending, &content).await;
@@ -294,18 +332,23 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, msg: MessageI
             results
         }
     };
-    record(engine, &config, &msg, &content, results, started.elapsed()).await;
+    record(engine, &config, &msg, &content, results, started.elapsed()).await
 }
 
-fn to_outbox(
+async fn to_outbox(
     config: &Config,
     id: &str,
-    content: &[u8],
+    content: Vec<u8>,
     pending: &[String],
 ) -> Vec<(String, RcptResult)> {
-    let result = match outbox::write(&config.server.data_dir, id, content) {
-        Ok(path) => RcptResult::Delivered(format!("250 2.0.0 written to {}", path.display())),
-        Err(e) => RcptResult::Temporary(format!("451 4.3.0 cannot write outbox file: {e}")),
+    let dir = config.server.data_dir.clone();
+    let id = id.to_owned();
+    // File writes and fsync block: keep them off the async workers.
+    let written = tokio::task::spawn_blocking(move || outbox::write(&dir, &id, &content)).await;
+    let result = match written {
+        Ok(Ok(path)) => RcptResult::Delivered(format!("250 2.0.0 written to {}", path.display())),
+        Ok(Err(e)) => RcptResult::Temporary(format!("451 4.3.0 cannot write outbox file: {e}")),
+        Err(e) => RcptResult::Temporary(format!("451 4.3.0 outbox writer failed: {e}")),
     };
     pending
         .iter()
@@ -357,12 +400,14 @@ async fn to_relay(
             }
             Err(e) => {
                 *upstream = None;
-                if reused && attempt == 0 {
-                    tracing::debug!(error = %e, "reused upstream connection failed; reconnecting");
+                // Only a failure before DATA is safe to repeat at once: after
+                // it, the upstream may already have taken the message.
+                if reused && attempt == 0 && e.before_data {
+                    tracing::debug!(error = %e.error, "reused upstream connection failed; reconnecting");
                     continue;
                 }
-                let text = format!("451 4.4.2 upstream connection failed: {e}");
-                return (all_temporary(&text), Err(e.to_string()));
+                let text = format!("451 4.4.2 upstream connection failed: {}", e.error);
+                return (all_temporary(&text), Err(e.error.to_string()));
             }
         }
     }
@@ -390,14 +435,14 @@ async fn record(
     content: &[u8],
     mut results: Vec<(String, RcptResult)>,
     took: Duration,
-) {
+) -> bool {
     let store = engine.shared.queue.store();
     let expired = now_ms() - msg.received_at > config.delivery.max_age.as_millis() as i64;
     if expired {
         for (_, r) in results.iter_mut() {
             if let RcptResult::Temporary(text) = r {
                 *r = RcptResult::Permanent(format!(
-                    "{text} (gave up: queued longer than delivery.max_age; 4.4.7)"
+                    "{text} (gave up: queued longer than delivery.max_age)"
                 ));
             }
         }
@@ -432,27 +477,36 @@ async fn record(
     }
 
     let update = AttemptUpdate {
+        expected_attempts: msg.attempts,
         recipients: updates,
         next_attempt: (deferred > 0).then(|| next_attempt(config, msg.attempts)),
         error: last_temp
             .clone()
             .or_else(|| failures.first().map(|f| f.1.clone())),
     };
+    let reply = last_temp
+        .as_deref()
+        .or(results.first().map(|(_, r)| r.text()))
+        .unwrap_or("");
     match store.record_attempt(&msg.id, update).await {
-        Ok(state) => tracing::info!(
-            queue_id = %msg.id,
-            attempt = msg.attempts + 1,
-            delivered,
-            deferred,
-            failed,
-            state = %state,
-            ms = took.as_millis() as u64,
-            reply = last_temp.as_deref().or(results.first().map(|(_, r)| match r {
-                RcptResult::Delivered(t) | RcptResult::Temporary(t) | RcptResult::Permanent(t) => t.as_str(),
-            })).unwrap_or(""),
-            "delivery attempt"
-        ),
-        Err(e) => tracing::error!(queue_id = %msg.id, error = %e, "cannot record delivery attempt"),
+        Ok(state) => {
+            tracing::info!(
+                queue_id = %msg.id,
+                attempt = msg.attempts + 1,
+                delivered,
+                deferred,
+                failed,
+                state = %state,
+                ms = took.as_millis() as u64,
+                reply,
+                "delivery attempt"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(queue_id = %msg.id, error = %e, "cannot record delivery attempt");
+            false
+        }
     }
 }
 
@@ -463,11 +517,13 @@ async fn queue_dsn(
     content: &[u8],
     failures: &[(String, String)],
 ) {
+    let expired = now_ms() - msg.received_at > config.delivery.max_age.as_millis() as i64;
     let list: Vec<dsn::Failure<'_>> = failures
         .iter()
         .map(|(r, t)| dsn::Failure {
             recipient: r,
             diagnostic: t,
+            expired,
         })
         .collect();
     let report = dsn::build(&dsn::Report {

@@ -28,6 +28,45 @@ pub enum RcptResult {
     Permanent(String),
 }
 
+impl RcptResult {
+    pub fn text(&self) -> &str {
+        match self {
+            RcptResult::Delivered(t) | RcptResult::Temporary(t) | RcptResult::Permanent(t) => t,
+        }
+    }
+}
+
+/// The connection broke during a transaction.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: mail_send::Error,
+    /// True if it broke before DATA, so the upstream cannot have taken the
+    /// message and trying again at once cannot duplicate it.
+    pub before_data: bool,
+}
+
+/// Time for the upload on top of the per-command timeout: a 25 MB message
+/// must not time out on a slow line (at least 128 KiB/s is assumed).
+fn data_timeout(base: Duration, size: usize) -> Duration {
+    base + Duration::from_secs((size / (128 * 1024)) as u64)
+}
+
+/// The body as mail-send must get it: it appends `\r\n.\r\n` itself, and it
+/// dot-stuffs only after a line break, so a leading dot is stuffed here.
+/// (Unstuffed, a first line "." would end the upstream's DATA early and
+/// turn the rest of the message into commands.)
+pub fn wire_body(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+    if body.first() == Some(&b'.') {
+        let mut stuffed = Vec::with_capacity(body.len() + 1);
+        stuffed.push(b'.');
+        stuffed.extend_from_slice(body);
+        std::borrow::Cow::Owned(stuffed)
+    } else {
+        std::borrow::Cow::Borrowed(body)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("{0}")]
@@ -77,7 +116,7 @@ impl Upstream {
         sender: &str,
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Vec<(String, RcptResult)>, mail_send::Error> {
+    ) -> Result<Vec<(String, RcptResult)>, SendError> {
         match self {
             Upstream::Tls(c) => transaction(c.as_mut(), sender, recipients, message).await,
             Upstream::Plain(c) => transaction(c, sender, recipients, message).await,
@@ -124,7 +163,11 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     sender: &str,
     recipients: &[String],
     message: &[u8],
-) -> Result<Vec<(String, RcptResult)>, mail_send::Error> {
+) -> Result<Vec<(String, RcptResult)>, SendError> {
+    let early = |error| SendError {
+        error,
+        before_data: true,
+    };
     let mut mail_params = Parameters::new();
     if message.iter().any(|&b| b >= 0x80) {
         mail_params.add(("BODY", "8BITMIME"));
@@ -144,7 +187,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             let _ = client.rset().await;
             return Ok(all(classify(&r)));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(early(e)),
     }
     let mut results = Vec::with_capacity(recipients.len());
     let mut accepted = Vec::with_capacity(recipients.len());
@@ -153,20 +196,56 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
         match client.rcpt_to(rcpt, &none).await {
             Ok(()) => accepted.push(rcpt.clone()),
             Err(mail_send::Error::UnexpectedReply(r)) => results.push((rcpt.clone(), classify(&r))),
-            Err(e) => return Err(e),
+            Err(e) => return Err(early(e)),
         }
     }
     if accepted.is_empty() {
         let _ = client.rset().await;
         return Ok(results);
     }
-    // mail-send appends "\r\n.\r\n" itself; our message ends in CRLF.
-    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-    let outcome = match client.data(body).await {
+    let body = wire_body(message);
+    let base = client.timeout;
+    client.timeout = data_timeout(base, body.len());
+    let sent = client.data(body.as_ref()).await;
+    client.timeout = base;
+    let outcome = match sent {
         Ok(r) => classify(&r),
         Err(mail_send::Error::UnexpectedReply(r)) => classify(&r),
-        Err(e) => return Err(e),
+        Err(error) => {
+            return Err(SendError {
+                error,
+                before_data: false,
+            });
+        }
     };
     results.extend(accepted.into_iter().map(|r| (r, outcome.clone())));
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_dot_is_stuffed_and_final_crlf_dropped() {
+        assert_eq!(
+            wire_body(b".\r\nMAIL FROM:<x@y>\r\n").as_ref(),
+            b"..\r\nMAIL FROM:<x@y>"
+        );
+        assert_eq!(
+            wire_body(b"Subject: x\r\n\r\nhi\r\n").as_ref(),
+            b"Subject: x\r\n\r\nhi"
+        );
+        assert_eq!(wire_body(b"").as_ref(), b"");
+    }
+
+    #[test]
+    fn upload_time_grows_with_size() {
+        let base = Duration::from_secs(60);
+        assert_eq!(data_timeout(base, 10_000), base);
+        assert_eq!(
+            data_timeout(base, 25 << 20),
+            base + Duration::from_secs(200)
+        );
+    }
 }

@@ -105,9 +105,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn verify(&mut self, user: String, pass: String) -> Reply {
+        let wait = std::time::Duration::from_secs(10);
+        let permit = match tokio::time::timeout(wait, self.shared.password_checks.acquire()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                tracing::warn!(session = %self.origin.session_id, "password checks saturated");
+                return reply::AUTH_UNAVAILABLE;
+            }
+        };
         let accounts = self.shared.accounts();
         let name = user.clone();
         let result = tokio::task::spawn_blocking(move || accounts.verify(&name, &pass)).await;
+        drop(permit);
         match result {
             Ok(Some(account)) => {
                 tracing::info!(

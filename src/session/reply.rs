@@ -27,10 +27,6 @@ impl Reply {
         }
     }
 
-    pub fn is_error(&self) -> bool {
-        self.code >= 400
-    }
-
     pub fn is_permanent(&self) -> bool {
         self.code >= 500
     }

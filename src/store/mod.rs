@@ -3,7 +3,7 @@
 //! [`Store`] is the one interface the queue, the delivery workers and the
 //! admin commands use. The embedded default is [`sqlite::SqliteStore`] (one
 //! database file in WAL mode under `data_dir`); a PostgreSQL backend for
-//! several active instances implements the same trait.
+//! several active instances is meant to implement the same trait.
 //!
 //! Contract every backend keeps:
 //! - [`Store::enqueue`] returns only once the message is durable (fsync'd):
@@ -29,10 +29,10 @@ pub type QueueId = String;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}: {cause}")]
     Io {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("no queued message with id {0}")]
     NotFound(String),
@@ -42,6 +42,8 @@ pub enum StoreError {
         state: MessageState,
         expected: &'static str,
     },
+    #[error("message {0} was changed by another attempt")]
+    Conflict(String),
     #[error("commit failed: {0}")]
     Commit(String),
     #[error("the store has shut down")]
@@ -156,6 +158,9 @@ pub struct MessageInfo {
 /// The outcome of one delivery attempt, written in one transaction.
 #[derive(Debug, Clone)]
 pub struct AttemptUpdate {
+    /// The attempt count the worker saw: a different one in the store means
+    /// someone else recorded an attempt meanwhile, and this one is refused.
+    pub expected_attempts: u32,
     /// New state and reply per recipient address (only those attempted).
     pub recipients: Vec<(String, RecipientState, String)>,
     /// When to try the still-pending recipients again; `None` when nothing is

@@ -72,9 +72,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `DATA_DIR/queue.db`.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::Io {
             path: data_dir.to_owned(),
-            source,
+            cause,
         })?;
         let path = data_dir.join("queue.db");
         let writer = open_connection(&path)?;
@@ -84,9 +84,9 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(writer, rx))
-            .map_err(|source| StoreError::Io {
+            .map_err(|cause| StoreError::Io {
                 path: path.clone(),
-                source,
+                cause,
             })?;
         Ok(SqliteStore {
             jobs: Mutex::new(tx),
@@ -176,20 +176,35 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
         return;
     }
     let mut dones = Vec::with_capacity(batch.len());
-    for job in batch {
-        let sp = conn.execute_batch("SAVEPOINT job");
+    let mut jobs = batch.into_iter();
+    for job in jobs.by_ref() {
+        if conn.execute_batch("SAVEPOINT job").is_err() {
+            // Without a savepoint a failing job could not be undone alone:
+            // leave it unrun (its caller gets an error).
+            continue;
+        }
         let (ok, done) = job(conn);
-        if sp.is_ok() {
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!(error = %e, "store: cannot end savepoint");
-            }
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "store: cannot end savepoint");
         }
         dones.push(done);
+        if conn.is_autocommit() {
+            // Some errors (disk full, I/O) make SQLite roll back the whole
+            // transaction. Then nothing of this batch is stored: answer every
+            // job run so far with an error, and run none of the rest.
+            for d in dones {
+                d(Err(StoreError::Commit(
+                    "the transaction was rolled back by the database".into(),
+                )));
+            }
+            tracing::error!("store: transaction rolled back mid-batch");
+            return;
+        }
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => dones.into_iter().for_each(|d| d(Ok(()))),
@@ -338,6 +353,13 @@ fn apply_attempt(
     let (seq, state) = lookup(conn, id)?;
     if !matches!(state, MessageState::Queued | MessageState::Held) {
         return Ok(state);
+    }
+    let attempts: i64 =
+        conn.query_row("SELECT attempts FROM messages WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })?;
+    if attempts != i64::from(update.expected_attempts) {
+        return Err(StoreError::Conflict(id.into()));
     }
     let mut stmt = conn.prepare_cached(
         "UPDATE recipients SET state = ?1, reply = ?2 WHERE message_seq = ?3 AND address = ?4",
@@ -542,6 +564,7 @@ mod tests {
             .record_attempt(
                 &id,
                 AttemptUpdate {
+                    expected_attempts: 0,
                     recipients: vec![(
                         "r1@example.org".into(),
                         RecipientState::Delivered,
@@ -562,6 +585,7 @@ mod tests {
             .record_attempt(
                 &id,
                 AttemptUpdate {
+                    expected_attempts: 1,
                     recipients: vec![(
                         "x@example.org".into(),
                         RecipientState::Failed,

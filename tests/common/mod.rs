@@ -249,6 +249,8 @@ pub struct UpstreamOpts {
     pub auth: bool,
     pub fail_first: u32,
     pub reject_rcpt: Option<String>,
+    /// Answer `451 4.2.0` at RCPT for addresses containing this.
+    pub defer_rcpt: Option<String>,
     /// A fixed port (for an upstream that starts after the gateway).
     pub port: Option<u16>,
     /// Accept DATA lines up to this length (aiosmtpd's default is RFC 5321's 1000).
@@ -262,6 +264,7 @@ impl Default for UpstreamOpts {
             auth: true,
             fail_first: 0,
             reject_rcpt: None,
+            defer_rcpt: None,
             port: None,
             line_limit: None,
         }
@@ -354,6 +357,9 @@ impl Upstream {
         }
         if let Some(r) = &opts.reject_rcpt {
             cmd.args(["--reject-rcpt", r]);
+        }
+        if let Some(r) = &opts.defer_rcpt {
+            cmd.args(["--defer-rcpt", r]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -36,10 +36,11 @@ def log(*args):
 
 
 class Recorder:
-    def __init__(self, out_dir, fail_first, reject_rcpt):
+    def __init__(self, out_dir, fail_first, reject_rcpt, defer_rcpt=None):
         self.out_dir = out_dir
         self.fail_left = fail_first
         self.reject_rcpt = reject_rcpt
+        self.defer_rcpt = defer_rcpt
         self.count = 0
         self.data_attempts = 0
 
@@ -47,6 +48,8 @@ class Recorder:
         if self.reject_rcpt and self.reject_rcpt in address:
             log(f"RCPT {address} rejected (--reject-rcpt)")
             return "550 5.1.1 <%s>: mailbox unavailable (test rejection)" % address
+        if self.defer_rcpt and self.defer_rcpt in address:
+            return "451 4.2.0 <%s>: try again later (test deferral)" % address
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(rcpt_options)
         return "250 2.1.5 OK"
@@ -108,6 +111,7 @@ async def main():
     p.add_argument("--password")
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--reject-rcpt")
+    p.add_argument("--defer-rcpt")
     # aiosmtpd enforces RFC 5321's 1000-octet line limit by default; relays
     # such as Postfix-fronted ESPs accept longer lines.
     p.add_argument("--line-limit", type=int, default=1001)
@@ -126,7 +130,7 @@ async def main():
     if args.username is not None:
         authenticator = Authenticator(args.username, args.password)
 
-    handler = Recorder(args.out, args.fail_first, args.reject_rcpt)
+    handler = Recorder(args.out, args.fail_first, args.reject_rcpt, args.defer_rcpt)
     loop = asyncio.get_running_loop()
 
     class Server(SMTP):
