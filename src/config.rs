@@ -384,6 +384,17 @@ impl Config {
         Ok(config)
     }
 
+    /// For the admin commands, which use only the accounts file and the
+    /// queue: an unset `${VAR}` (typically the relay credentials, which live
+    /// in the service's environment, not the admin's shell) reads as empty
+    /// instead of failing.
+    pub fn load_for_admin(path: &Path) -> Result<Config, ConfigError> {
+        LENIENT_ENV.with(|l| l.set(true));
+        let result = Self::load(path);
+        LENIENT_ENV.with(|l| l.set(false));
+        result
+    }
+
     /// The built-in default (no config file), validated like any other.
     pub fn builtin() -> Config {
         Config::default()
@@ -559,6 +570,10 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+thread_local! {
+    static LENIENT_ENV: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Replaces every `${NAME}` with the environment variable `NAME`.
 pub fn expand_env(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
@@ -573,8 +588,11 @@ pub fn expand_env(value: &str) -> Result<String, String> {
         if name.is_empty() {
             return Err("empty ${} reference".into());
         }
-        let var =
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        let var = match std::env::var(name) {
+            Ok(v) => v,
+            Err(_) if LENIENT_ENV.with(|l| l.get()) => String::new(),
+            Err(_) => return Err(format!("environment variable {name} is not set")),
+        };
         out.push_str(&var);
         rest = &after[end + 1..];
     }
@@ -716,6 +734,15 @@ mod tests {
         assert!(err.contains("SCHLEUSE_SURELY_UNSET_VAR"));
         let err = parse("[upstream]\nusername = \"${SCHLEUSE_SURELY_UNSET_VAR}\"\n").unwrap_err();
         assert!(err.to_string().contains("upstream.username"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[upstream]\nusername = \"${SCHLEUSE_SURELY_UNSET_VAR}\"\npassword = \"${SCHLEUSE_SURELY_UNSET_VAR}\"\n",
+        )
+        .expect("write");
+        assert!(Config::load(&file).is_err());
+        Config::load_for_admin(&file).expect("admin commands tolerate unset secrets");
     }
 
     #[test]

@@ -167,9 +167,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let config = source.load()?;
             let accounts = schleuse::accounts::Accounts::load(&config.accounts.file)?;
-            if !accounts.accounts.is_empty() {
-                server::check_listener_accounts(&config, &accounts)?;
-            }
+            server::check_listener_accounts(&config, &accounts)?;
             for l in &config.listeners {
                 if l.tls != schleuse::config::ListenerTls::None
                     && (config.tls.cert.exists() || config.tls.key.exists())
@@ -185,7 +183,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => {
-            let config = source.load()?;
+            let config = source.load_for_admin()?;
             let file = &config.accounts.file;
             match cmd {
                 UserCommand::Add {
@@ -202,7 +200,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Queue(cmd) => {
-            let config = source.load()?;
+            let config = source.load_for_admin()?;
             let rt = runtime()?;
             let store = open_store(&config)?;
             rt.block_on(queue_command(store.as_ref(), cmd))

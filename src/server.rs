@@ -114,6 +114,14 @@ impl ConfigSource {
             ConfigSource::Builtin => Config::builtin(),
         })
     }
+
+    /// See [`Config::load_for_admin`].
+    pub fn load_for_admin(&self) -> anyhow::Result<Config> {
+        Ok(match self {
+            ConfigSource::File(p) => Config::load_for_admin(p)?,
+            ConfigSource::Builtin => Config::builtin(),
+        })
+    }
 }
 
 /// The TLS acceptor, generating a self-signed certificate on first start.
@@ -131,11 +139,18 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
     Ok(Some(TlsAcceptor::from(server)))
 }
 
-/// Every account a listener hands to trusted clients must exist.
+/// The account created on first start when the accounts file is empty.
+pub const FIRST_ACCOUNT: &str = "via";
+
+/// Every account a listener hands to trusted clients must exist (an empty
+/// accounts file will get [`FIRST_ACCOUNT`] on the first start).
 pub fn check_listener_accounts(config: &Config, accounts: &Accounts) -> anyhow::Result<()> {
     for (i, l) in config.listeners.iter().enumerate() {
+        let will_exist =
+            accounts.accounts.is_empty() && l.account.as_deref() == Some(FIRST_ACCOUNT);
         if let Some(name) = &l.account
             && accounts.get(name).is_none()
+            && !will_exist
         {
             anyhow::bail!(
                 "{}: listener[{i}].account: no account named {name:?} in {} (add it with `schleuse user add {name}`)",
@@ -154,7 +169,7 @@ fn first_account(config: &Config) -> anyhow::Result<Accounts> {
     if accounts.accounts.is_empty() {
         let password = crate::accounts::random_password();
         accounts.add(Account {
-            name: "via".into(),
+            name: FIRST_ACCOUNT.into(),
             password_hash: crate::accounts::hash_password(&password)?,
             allowed_senders: vec!["*@landkreis.example".into()],
         })?;
