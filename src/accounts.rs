@@ -40,7 +40,7 @@ pub enum AccountsError {
     NotFound(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     pub name: String,
@@ -48,6 +48,16 @@ pub struct Account {
     /// Envelope senders and `From:` addresses this account may use:
     /// `*@domain`, `*@*.domain`, an exact address, or `*` for any.
     pub allowed_senders: Vec<String>,
+    /// The staff member's own address for `Reply-To:` (and copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// A header the app sets per message with the staff member's address
+    /// (e.g. `X-VIA-User`); trusted only within `allowed_senders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_header: Option<String>,
+    /// Overrides `[sender] copy_to_sender` for this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_to_sender: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -305,6 +315,7 @@ mod tests {
                 name: "via".into(),
                 password_hash: hash_password("geheim").expect("hash"),
                 allowed_senders: vec!["*@landkreis.example".into()],
+                ..Account::default()
             })
             .expect("add");
         accounts.save(&path).expect("save");

@@ -66,6 +66,13 @@ pub struct Config {
     #[serde(default)]
     pub privacy: Privacy,
     #[serde(default)]
+    pub sender: SenderSection,
+    /// DKIM keys; two entries for one domain (Ed25519 and RSA) sign twice.
+    #[serde(default, rename = "dkim")]
+    pub dkim: Vec<DkimKey>,
+    #[serde(default)]
+    pub dns: Dns,
+    #[serde(default)]
     pub log: Log,
     /// Where the configuration came from; `None` for the built-in default.
     #[serde(skip)]
@@ -320,11 +327,123 @@ pub enum ReceivedHeader {
     None,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Privacy {
     /// `full` names the client's IP; `minimal` only the gateway; `none` adds none.
     pub received_header: ReceivedHeader,
+    /// Header fields removed before relay. `X-Foo-*` matches a prefix. The
+    /// gateway's own control headers (`X-Schleuse-*`, `X-VIA-*`) are always
+    /// removed, listed here or not.
+    pub remove_headers: Vec<String>,
+    /// Mailjet open/click tracking. Off: `X-Mailjet-TrackOpen: 0` and
+    /// `X-Mailjet-TrackClick: 0` are added, since tracking would hand the
+    /// recipients' IPs and user agents to the relay.
+    pub tracking: bool,
+    /// Keep client-supplied `X-Mailjet-*` / `X-MJ-*` headers (dropped by
+    /// default: they steer the relay, which is the gateway's job).
+    pub allow_mailjet_headers: bool,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Self {
+            received_header: ReceivedHeader::Minimal,
+            remove_headers: [
+                "X-Originating-IP",
+                "X-PHP-Originating-Script",
+                "X-Mailer",
+                "User-Agent",
+            ]
+            .map(String::from)
+            .to_vec(),
+            tracking: false,
+            allow_mailjet_headers: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromMode {
+    /// Leave `From:` as the client sent it (it is still checked).
+    Keep,
+    /// `From:` becomes `system_address`, keeping the display name.
+    Rewrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyToMode {
+    /// `Reply-To:` becomes the staff member's address.
+    Account,
+    /// Leave the client's `Reply-To:` alone.
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingKey {
+    /// Relay unsigned, with a warning in the log.
+    Warn,
+    /// Refuse the message (`554 5.7.0`).
+    Refuse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderSection {
+    pub from: FromMode,
+    /// The `From:` (and envelope sender) of rewritten mail; bounces come here.
+    #[serde(deserialize_with = "expand")]
+    pub system_address: String,
+    pub reply_to: ReplyToMode,
+    /// Send the staff member a copy of what was relayed (accounts may override).
+    pub copy_to_sender: bool,
+    /// A message whose `From:` domain has no `[[dkim]]` key.
+    pub without_dkim_key: MissingKey,
+}
+
+impl Default for SenderSection {
+    fn default() -> Self {
+        Self {
+            from: FromMode::Rewrite,
+            system_address: "via@landkreis.example".into(),
+            reply_to: ReplyToMode::Account,
+            copy_to_sender: false,
+            without_dkim_key: MissingKey::Warn,
+        }
+    }
+}
+
+/// One DKIM signing key (RFC 6376). The algorithm (Ed25519 or RSA) is the
+/// key file's; the file is PKCS#8 PEM, as `schleuse dkim keygen` writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    #[serde(deserialize_with = "expand_path")]
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Name servers for the gateway's own lookups (`dkim check`, blocklist
+    /// watch); empty: the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -365,6 +484,9 @@ impl Default for Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             privacy: Privacy::default(),
+            sender: SenderSection::default(),
+            dkim: Vec::new(),
+            dns: Dns::default(),
             log: Log::default(),
             source: None,
         }
@@ -540,6 +662,53 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        if !crate::policy::plausible_recipient(&self.sender.system_address) {
+            return Err(self.invalid(
+                "sender.system_address",
+                format!(
+                    "{:?} is not an address like via@landkreis.example",
+                    self.sender.system_address
+                ),
+            ));
+        }
+        for (i, k) in self.dkim.iter().enumerate() {
+            let key = format!("dkim[{i}]");
+            if k.domain.trim().is_empty() || !k.domain.contains('.') {
+                return Err(self.invalid(
+                    &format!("{key}.domain"),
+                    "needs a domain like landkreis.example",
+                ));
+            }
+            if k.selector.trim().is_empty()
+                || !k
+                    .selector
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(self.invalid(
+                    &format!("{key}.selector"),
+                    "letters, digits, '-', '_' and '.' only",
+                ));
+            }
+            if self.dkim[..i].iter().any(|o| {
+                o.domain.eq_ignore_ascii_case(&k.domain)
+                    && o.selector.eq_ignore_ascii_case(&k.selector)
+            }) {
+                return Err(self.invalid(
+                    &format!("{key}.selector"),
+                    format!("{} is listed twice for {}", k.selector, k.domain),
+                ));
+            }
+        }
+        for (i, h) in self.privacy.remove_headers.iter().enumerate() {
+            let name = h.strip_suffix('*').unwrap_or(h);
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(self.invalid(
+                    &format!("privacy.remove_headers[{i}]"),
+                    format!("{h:?} is not a header name"),
+                ));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

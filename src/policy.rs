@@ -70,6 +70,7 @@ mod tests {
             name: "via".into(),
             password_hash: String::new(),
             allowed_senders: vec!["*@landkreis.example".into()],
+            ..Account::default()
         }
     }
 

@@ -172,6 +172,7 @@ fn first_account(config: &Config) -> anyhow::Result<Accounts> {
             name: FIRST_ACCOUNT.into(),
             password_hash: crate::accounts::hash_password(&password)?,
             allowed_senders: vec!["*@landkreis.example".into()],
+            ..Account::default()
         })?;
         accounts
             .save(path)

@@ -54,6 +54,7 @@ pub fn add(file: &Path, name: &str, senders: &[String], from_stdin: bool) -> any
         name: name.to_string(),
         password_hash: accounts::hash_password(&password)?,
         allowed_senders: senders.to_vec(),
+        ..Account::default()
     })?;
     all.save(file)?;
     println!("account {name} added to {}; {RELOAD_HINT}", file.display());
