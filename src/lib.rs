@@ -4,9 +4,9 @@
 //! a lock; the modules are declared in the same order.
 //!
 //! ```text
-//! app --SMTP+TLS+AUTH--> listener -> session -> policy -> transform
-//!                                                           |
-//!          upstream relay / outbox <- delivery <- queue <---+
+//! app --SMTP+TLS+AUTH--> listener -> session -> policy -> transform -> dkim
+//!                                                                   |
+//!          upstream relay / outbox <- delivery <- queue <-----------+
 //!                                         \-> DSN to the sender
 //! ```
 //!
@@ -14,6 +14,8 @@
 //! - [`session`]: the SMTP dialogue (smtp-proto), AUTH, envelope, DATA.
 //! - [`policy`]: what an account may send.
 //! - [`transform`]: changes made to the message (the `Received:` header).
+//! - [`dkim`]: signs the final message, the last step before the queue;
+//!   also the `dkim keygen` / `dkim check` key tools.
 //! - [`queue`] / [`store`]: durable hand-over; `250` only after fsync.
 //! - [`delivery`]: relay through mail-send, retries, DSNs, outbox mode.
 //! - [`admin`]: the `user` and `queue` commands; [`server`] wires it all.
@@ -22,6 +24,7 @@ pub mod accounts;
 pub mod admin;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod listener;
 pub mod policy;
 pub mod queue;

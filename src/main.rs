@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use schleuse::admin;
 use schleuse::config::{Config, LogFormat};
 use schleuse::server::{self, ConfigSource};
 use schleuse::store::Store;
 use schleuse::store::sqlite::SqliteStore;
+use schleuse::{admin, dkim};
 
 const DEFAULT_CONFIG: &str = "conf/schleuse.toml";
 
@@ -50,6 +50,39 @@ enum Command {
     /// Inspect and manage the queue
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// DKIM keys: generate one, check the published DNS record
+    #[command(subcommand)]
+    Dkim(DkimCommand),
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Write a new key under certs/dkim/ (PKCS#8, mode 0600) and print the DNS TXT record
+    Keygen {
+        /// Signing domain (the From: domain), e.g. landkreis.example
+        #[arg(long)]
+        domain: String,
+        /// Selector, e.g. via2026 (the record is SELECTOR._domainkey.DOMAIN)
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value_t = DkimAlgorithm::Ed25519)]
+        algorithm: DkimAlgorithm,
+    },
+    /// Look up the published key in DNS and compare it with the private key
+    Check {
+        #[arg(long)]
+        domain: String,
+        /// Only this selector [default: every [[dkim]] key of the domain]
+        #[arg(long)]
+        selector: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DkimAlgorithm {
+    Ed25519,
+    /// RSA-SHA256, 2048 bits
+    Rsa,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +93,15 @@ enum UserCommand {
         /// Envelope/From addresses it may use: '*@domain', an address, or '*'
         #[arg(long = "allow-sender", value_name = "PATTERN")]
         allow_sender: Vec<String>,
+        /// The staff member's address for Reply-To: (and copies)
+        #[arg(long, value_name = "ADDRESS")]
+        reply_to: Option<String>,
+        /// A header the app sets per message with the staff address (e.g. X-VIA-User)
+        #[arg(long, value_name = "HEADER")]
+        reply_to_header: Option<String>,
+        /// Send the staff member a copy of every relayed message
+        #[arg(long)]
+        copy_to_sender: bool,
         /// Read the password as one line from stdin
         #[arg(long)]
         password_stdin: bool,
@@ -179,6 +221,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(ca) = &config.upstream.ca_file {
                 schleuse::tls::client_connector(Some(ca))?;
             }
+            server::load_dkim(&config)?;
             println!("{}: OK", config.file_name().display());
             Ok(())
         }
@@ -189,8 +232,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 UserCommand::Add {
                     name,
                     allow_sender,
+                    reply_to,
+                    reply_to_header,
+                    copy_to_sender,
                     password_stdin,
-                } => admin::user::add(file, &name, &allow_sender, password_stdin),
+                } => {
+                    let identity = admin::user::Identity {
+                        reply_to,
+                        reply_to_header,
+                        copy_to_sender,
+                    };
+                    admin::user::add(file, &name, &allow_sender, identity, password_stdin)
+                }
                 UserCommand::Passwd {
                     name,
                     password_stdin,
@@ -204,6 +257,40 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             let store = open_store(&config)?;
             rt.block_on(queue_command(store.as_ref(), cmd))
+        }
+        Command::Dkim(DkimCommand::Keygen {
+            domain,
+            selector,
+            algorithm,
+        }) => {
+            let algorithm = match algorithm {
+                DkimAlgorithm::Ed25519 => dkim::Algorithm::Ed25519,
+                DkimAlgorithm::Rsa => dkim::Algorithm::Rsa,
+            };
+            let generated = dkim::keygen::keygen(
+                Path::new(dkim::keygen::DEFAULT_DIR),
+                &domain,
+                &selector,
+                algorithm,
+            )?;
+            print!("{}", generated.report());
+            Ok(())
+        }
+        Command::Dkim(DkimCommand::Check { domain, selector }) => {
+            let config = source.load_for_admin()?;
+            let reports =
+                runtime()?.block_on(dkim::check::check(&config, &domain, selector.as_deref()))?;
+            for r in &reports {
+                println!("{r}");
+            }
+            let bad = reports.iter().filter(|r| !r.matches()).count();
+            if bad > 0 {
+                anyhow::bail!(
+                    "DKIM check failed for {bad} of {} selector(s) of {domain}",
+                    reports.len()
+                );
+            }
+            Ok(())
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Start-up: config → store → accounts (a first `via` account if there is
 //! none) → TLS material → listeners bound → delivery started → `READY=1` to
-//! systemd. SIGHUP reloads config, accounts and the certificate; a reload
-//! that fails validation is refused and the running configuration stays.
+//! systemd. SIGHUP reloads config, accounts, the certificate and the DKIM
+//! keys; a reload that fails validation (or names a key that cannot be
+//! read) is refused and the running configuration stays.
 //! SIGTERM stops accepting, lets sessions finish up to
 //! `server.shutdown_grace`, stops delivery after the messages in hand; a
 //! second SIGTERM exits at once (the store is consistent at every commit).
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::{Account, Accounts};
 use crate::config::{Config, ListenerTls, UpstreamMode};
+use crate::dkim::Signer;
 use crate::listener::Connections;
 use crate::queue::Queue;
 use crate::store::sqlite::SqliteStore;
@@ -31,6 +33,8 @@ pub struct Shared {
     config: RwLock<Arc<Config>>,
     accounts: RwLock<Arc<Accounts>>,
     tls: RwLock<Option<TlsAcceptor>>,
+    /// DKIM keys of the running configuration, replaced whole on reload.
+    dkim: RwLock<Arc<Signer>>,
     shutdown: watch::Receiver<bool>,
     pub queue: Queue,
     pub connections: Connections,
@@ -52,6 +56,7 @@ impl Shared {
             config: RwLock::new(Arc::new(config)),
             accounts: RwLock::new(Arc::new(accounts)),
             tls: RwLock::new(tls),
+            dkim: RwLock::new(Arc::new(Signer::empty())),
             shutdown,
             queue,
             connections: Connections::default(),
@@ -75,6 +80,23 @@ impl Shared {
         }
     }
 
+    /// Sets the DKIM signer (at start; reloads go through `replace`).
+    pub fn with_dkim(self, signer: Signer) -> Shared {
+        if let Ok(mut d) = self.dkim.write() {
+            *d = Arc::new(signer);
+        }
+        self
+    }
+
+    /// The DKIM signer of the running configuration (a cheap snapshot:
+    /// a message is signed with the keys in force when it was taken).
+    pub fn dkim(&self) -> Arc<Signer> {
+        match self.dkim.read() {
+            Ok(d) => Arc::clone(&d),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
     pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
         self.tls.read().ok().and_then(|t| t.clone())
     }
@@ -88,7 +110,7 @@ impl Shared {
         self.shutdown.clone()
     }
 
-    fn replace(&self, config: Config, accounts: Accounts, tls: Option<TlsAcceptor>) {
+    fn replace(&self, config: Config, accounts: Accounts, tls: Option<TlsAcceptor>, dkim: Signer) {
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(config);
         }
@@ -97,6 +119,9 @@ impl Shared {
         }
         if let Ok(mut t) = self.tls.write() {
             *t = tls;
+        }
+        if let Ok(mut d) = self.dkim.write() {
+            *d = Arc::new(dkim);
         }
     }
 }
@@ -201,6 +226,8 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     let accounts = first_account(&config)?;
     check_listener_accounts(&config, &accounts)?;
     let tls = load_tls(&config)?;
+    let dkim = load_dkim(&config)?;
+    log_dkim(&config, &dkim);
 
     let mut bound = Vec::new();
     for l in &config.listeners {
@@ -211,13 +238,16 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
-        config.clone(),
-        accounts,
-        tls,
-        Queue::new(store),
-        shutdown_rx,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            config.clone(),
+            accounts,
+            tls,
+            Queue::new(store),
+            shutdown_rx,
+        )
+        .with_dkim(dkim),
+    );
 
     let mut listeners = Vec::new();
     for (listener, l) in bound {
@@ -288,15 +318,16 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
 }
 
 fn reload(source: &ConfigSource, shared: &Shared) {
-    let attempt = || -> anyhow::Result<(Config, Accounts, Option<TlsAcceptor>)> {
+    let attempt = || -> anyhow::Result<(Config, Accounts, Option<TlsAcceptor>, Signer)> {
         let config = source.load()?;
         let accounts = Accounts::load(&config.accounts.file)?;
         check_listener_accounts(&config, &accounts)?;
         let tls = load_tls(&config)?;
-        Ok((config, accounts, tls))
+        let dkim = load_dkim(&config)?;
+        Ok((config, accounts, tls, dkim))
     };
     match attempt() {
-        Ok((config, accounts, tls)) => {
+        Ok((config, accounts, tls, dkim)) => {
             let old = shared.config();
             if old
                 .listeners
@@ -307,10 +338,32 @@ fn reload(source: &ConfigSource, shared: &Shared) {
                 tracing::warn!("listener addresses changed: this takes a restart");
             }
             let n = accounts.accounts.len();
-            shared.replace(config, accounts, tls);
+            log_dkim(&config, &dkim);
+            shared.replace(config, accounts, tls, dkim);
             tracing::info!(accounts = n, "configuration reloaded");
         }
         Err(e) => tracing::error!("reload refused, the running configuration stays: {e:#}"),
+    }
+}
+
+/// Every `[[dkim]]` key, read and parsed now; the error names the file.
+pub fn load_dkim(config: &Config) -> anyhow::Result<Signer> {
+    Signer::load(&config.dkim).with_context(|| format!("{}", config.file_name().display()))
+}
+
+fn log_dkim(config: &Config, dkim: &Signer) {
+    if dkim.is_empty() {
+        tracing::warn!(
+            without_key = ?config.sender.without_dkim_key,
+            "no [[dkim]] keys: messages are not DKIM-signed (see `schleuse dkim keygen`)"
+        );
+    } else {
+        let mut keys: Vec<String> = dkim
+            .keys()
+            .map(|k| format!("{} ({})", k.record_name(), k.key.algorithm))
+            .collect();
+        keys.sort();
+        tracing::info!(keys = %keys.join(", "), "DKIM signing keys loaded");
     }
 }
 

@@ -38,7 +38,21 @@ pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 const RELOAD_HINT: &str =
     "reload the running gateway to apply it: systemctl reload schleuse (or kill -HUP its pid)";
 
-pub fn add(file: &Path, name: &str, senders: &[String], from_stdin: bool) -> anyhow::Result<()> {
+/// The optional sender-identity settings of a new account.
+#[derive(Debug, Default)]
+pub struct Identity {
+    pub reply_to: Option<String>,
+    pub reply_to_header: Option<String>,
+    pub copy_to_sender: bool,
+}
+
+pub fn add(
+    file: &Path,
+    name: &str,
+    senders: &[String],
+    identity: Identity,
+    from_stdin: bool,
+) -> anyhow::Result<()> {
     if !accounts::valid_name(name) {
         bail!("{name:?} is not a valid account name (letters, digits, '.', '_', '-')");
     }
@@ -49,8 +63,21 @@ pub fn add(file: &Path, name: &str, senders: &[String], from_stdin: bool) -> any
     if all.get(name).is_some() {
         bail!("account {name:?} already exists (use `user passwd` to change its password)");
     }
+    if let Some(addr) = &identity.reply_to
+        && !crate::policy::plausible_recipient(addr)
+    {
+        bail!("--reply-to {addr:?} is not an address like name@landkreis.example");
+    }
+    if let Some(h) = &identity.reply_to_header
+        && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+    {
+        bail!("--reply-to-header {h:?} is not a header name");
+    }
     let password = read_password(from_stdin)?;
     all.add(Account {
+        reply_to: identity.reply_to,
+        reply_to_header: identity.reply_to_header,
+        copy_to_sender: identity.copy_to_sender.then_some(true),
         name: name.to_string(),
         password_hash: accounts::hash_password(&password)?,
         allowed_senders: senders.to_vec(),

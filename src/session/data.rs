@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::reply::{self, Reply};
 use super::{Session, wire};
-use crate::config::Sending;
+use crate::config::{MissingKey, Sending};
 use crate::store::{NewMessage, new_queue_id};
 use crate::{policy, transform};
 
@@ -78,7 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.log_rejection("data", &reply::TOO_BIG);
             return reply::TOO_BIG;
         }
-        let mut body = rx.body;
+        let body = rx.body;
         if wire::has_bare_line_ending(&body) {
             self.log_rejection("data", &reply::BARE_LINE_END_DATA);
             return reply::BARE_LINE_END_DATA;
@@ -89,25 +89,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
 
         let id = new_queue_id();
-        let stamp = transform::Stamp {
-            hostname: &self.config.server.hostname,
-            helo: self.helo.as_deref().unwrap_or("unknown"),
-            peer: self.origin.peer.ip(),
-            tls: self.tls_active,
-            authenticated: !self.trusted,
+        let ctx = transform::Context {
+            config: &self.config,
+            account: &account,
             queue_id: &id,
-            mode: self.config.privacy.received_header,
+            stamp: transform::Stamp {
+                hostname: &self.config.server.hostname,
+                helo: self.helo.as_deref().unwrap_or("unknown"),
+                peer: self.origin.peer.ip(),
+                tls: self.tls_active,
+                authenticated: !self.trusted,
+                queue_id: &id,
+                mode: self.config.privacy.received_header,
+            },
         };
-        transform::prepend_received(&mut body, &stamp);
-
+        let transformed = match transform::apply(&ctx, body) {
+            Ok(t) => t,
+            Err(e) => {
+                let r = Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"));
+                self.log_rejection("transform", &r);
+                return r;
+            }
+        };
+        let mut body = transformed.message;
+        // Signing is the last change to the message: nothing may follow it.
+        match self.shared.dkim().sign(&body) {
+            Ok(Some(signature)) => {
+                body.reserve_exact(signature.len());
+                body.splice(0..0, signature);
+            }
+            Ok(None) => {
+                let domain = crate::dkim::from_domain(&body).unwrap_or_default();
+                if self.config.sender.without_dkim_key == MissingKey::Refuse {
+                    let r = reply::NO_DKIM_KEY;
+                    self.log_rejection("dkim", &r);
+                    return r;
+                }
+                tracing::warn!(
+                    session = %self.origin.session_id,
+                    queue_id = %id,
+                    domain = %domain,
+                    "no DKIM key for the From: domain; relaying unsigned"
+                );
+            }
+            Err(e) => {
+                tracing::error!(session = %self.origin.session_id, error = %e, "DKIM signing failed");
+                return reply::SIGNING_FAILED;
+            }
+        }
+        let sender = transformed.envelope_sender.unwrap_or(envelope.sender);
+        let mut recipients = envelope.recipients;
+        if let Some(copy) = transformed.copy_to
+            && !recipients.iter().any(|r| r.eq_ignore_ascii_case(&copy))
+        {
+            recipients.push(copy);
+        }
         let size = body.len();
-        let rcpts = envelope.recipients.len();
+        let rcpts = recipients.len();
         let held = self.shared.config().sending == Sending::Paused;
         let msg = NewMessage {
             id,
             account: account.name.clone(),
-            sender: envelope.sender,
-            recipients: envelope.recipients,
+            sender,
+            recipients,
             content: body,
             held,
         };

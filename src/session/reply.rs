@@ -154,6 +154,16 @@ pub const NO_STARTTLS: Reply = Reply::new(502, [5, 5, 1], "STARTTLS not availabl
 pub const TLS_ACTIVE: Reply = Reply::new(503, [5, 5, 1], "TLS already active");
 pub const TLS_UNAVAILABLE: Reply =
     Reply::new(454, [4, 7, 0], "TLS not available due to temporary reason");
+pub const NO_DKIM_KEY: Reply = Reply::new(
+    554,
+    [5, 7, 0],
+    "Message refused: no signing key for the From: domain",
+);
+pub const SIGNING_FAILED: Reply = Reply::new(
+    451,
+    [4, 3, 0],
+    "Temporary failure while signing the message; try again later",
+);
 pub const STORAGE_FAILED: Reply = Reply::new(
     451,
     [4, 3, 0],

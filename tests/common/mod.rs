@@ -520,6 +520,13 @@ pub struct GatewayConf {
     pub received_header: &'static str,
     /// Raw TOML lines appended to the end of the `[server]` table.
     pub extra_server: String,
+    /// `[sender] from` and `reply_to`: "keep" in tests that compare bytes.
+    pub from_mode: &'static str,
+    pub reply_to_mode: &'static str,
+    /// `[privacy] remove_headers` (none by default here, so bytes compare).
+    pub remove_headers: Vec<&'static str>,
+    /// Raw TOML appended at the end (e.g. `[[dkim]]` blocks).
+    pub extra_toml: String,
 }
 
 impl GatewayConf {
@@ -539,6 +546,10 @@ impl GatewayConf {
             max_recipients: 5,
             received_header: "minimal",
             extra_server: String::new(),
+            from_mode: "keep",
+            reply_to_mode: "keep",
+            remove_headers: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 
@@ -648,7 +659,14 @@ impl Env {
         .unwrap();
         writeln!(t, "\n[privacy]").unwrap();
         writeln!(t, "received_header = {}", toml_str(c.received_header)).unwrap();
+        let remove: Vec<String> = c.remove_headers.iter().map(toml_str).collect();
+        writeln!(t, "remove_headers = [{}]", remove.join(", ")).unwrap();
+        writeln!(t, "\n[sender]").unwrap();
+        writeln!(t, "from = {}", toml_str(c.from_mode)).unwrap();
+        writeln!(t, "reply_to = {}", toml_str(c.reply_to_mode)).unwrap();
+        writeln!(t, "system_address = \"noreply@example.com\"").unwrap();
         writeln!(t, "\n[log]\nformat = \"human\"\nlevel = \"debug\"").unwrap();
+        t.push_str(&c.extra_toml);
         t
     }
 

@@ -1,9 +1,6 @@
-//! Transform: the changes the gateway makes to a message before signing.
-//!
-//! Today: the gateway's own `Received:` trace header (RFC 5321 §4.4), whose
+//! The gateway's own `Received:` trace header (RFC 5321 §4.4), whose
 //! detail follows `[privacy] received_header`: `full` names the client's
-//! HELO and IP, `minimal` only the gateway, `none` adds nothing. Every other
-//! byte of the message is left as the client sent it.
+//! HELO and IP, `minimal` only the gateway, `none` adds nothing.
 
 use std::net::IpAddr;
 

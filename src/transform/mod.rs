@@ -1,0 +1,62 @@
+//! Transform: the changes the gateway makes to a message before signing,
+//! as small ordered steps (SPEC §7). Every byte not named here is left as
+//! the client sent it.
+//!
+//! 1. [`headers`]: header privacy (remove internal and tracking-steering
+//!    fields), `From:` rewrite to the system sender keeping the display
+//!    name, `Reply-To:` to the staff member, Mailjet tracking off and
+//!    `X-MJ-CustomID: <queue id>`.
+//! 2. [`received`]: the gateway's `Received:` on top.
+//!
+//! DKIM signing (`crate::dkim`) follows, and must stay last.
+//!
+//! Config keys: `[sender]`, `[privacy]`, account `reply_to`,
+//! `reply_to_header`, `copy_to_sender`.
+
+pub mod headers;
+pub mod received;
+
+pub use received::{Stamp, prepend_received, received_header};
+
+use crate::accounts::Account;
+use crate::config::{Config, FromMode};
+
+/// What the transform needs to know about one transaction.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub account: &'a Account,
+    pub queue_id: &'a str,
+    pub stamp: Stamp<'a>,
+}
+
+/// The message as it will be queued, and what changed in the envelope.
+#[derive(Debug)]
+pub struct Transformed {
+    pub message: Vec<u8>,
+    /// The envelope sender to relay with (the system sender when `From:` is
+    /// rewritten, so bounces come back to the county, not to the app).
+    pub envelope_sender: Option<String>,
+    /// The staff member's address, when a copy of the message goes there.
+    pub copy_to: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("the message header cannot be parsed")]
+    Unparseable,
+    #[error("the message has no From: address")]
+    NoFrom,
+}
+
+pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, TransformError> {
+    let edited = headers::rewrite(ctx, &message)?;
+    let mut out = edited.message;
+    prepend_received(&mut out, &ctx.stamp);
+    let sender = &ctx.config.sender;
+    let copy = ctx.account.copy_to_sender.unwrap_or(sender.copy_to_sender);
+    Ok(Transformed {
+        message: out,
+        envelope_sender: (sender.from == FromMode::Rewrite).then(|| sender.system_address.clone()),
+        copy_to: copy.then_some(edited.staff_address),
+    })
+}
