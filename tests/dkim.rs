@@ -648,3 +648,115 @@ fn keys_reload_on_sighup_and_a_bad_key_keeps_the_old_ones() {
     c.ehlo();
     c.quit();
 }
+
+// ---------------------------------------------------------------------------
+// End to end: signed by the gateway, verified from what the upstream received
+
+/// A relay world (upstream stand-in with TLS + AUTH) whose gateway signs for
+/// example.com with the given keys (`(selector, "ed25519" | "rsa")`).
+/// Returns the world and the TXT records to verify with.
+fn signing_world(
+    keys: &[(&str, &str)],
+    before_start: impl FnOnce(&Env),
+) -> (World, Vec<(String, String)>) {
+    let mut env = Env::new();
+    let up = env.start_upstream(&UpstreamOpts::default());
+    env.write_config(&GatewayConf::relay(up.port));
+    let mut blocks = String::new();
+    let mut records = Vec::new();
+    for (selector, alg) in keys {
+        let g = keygen(&env, "example.com", selector, alg);
+        let rel = g.path.strip_prefix(env.path()).unwrap().to_path_buf();
+        blocks.push_str(&dkim_block("example.com", selector, &rel));
+        records.push((g.name, g.value));
+    }
+    append_config(&env, &blocks);
+    env.add_default_user();
+    before_start(&env);
+    let gw = env.start_gateway();
+    (
+        World {
+            gw,
+            up: Some(up),
+            env,
+        },
+        records,
+    )
+}
+
+#[test]
+fn relayed_messages_verify_with_python3_dkim() {
+    for (keys, n) in [
+        (vec![("ed", "ed25519")], 1),
+        (vec![("rsa", "rsa")], 1),
+        (vec![("ed", "ed25519"), ("rsa", "rsa")], 2),
+    ] {
+        let (w, records) = signing_world(&keys, |_| {});
+        let records: Vec<(&str, &str)> = records
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let message = big_utf8_message("app@example.com");
+        let mut c = w.client();
+        let r = c.send("app@example.com", &["r@example.org"], &message);
+        assert_eq!(r.code, 250, "{r}");
+        c.quit();
+        let got = w.up().wait_for(1, Duration::from_secs(30));
+        let eml = &got[0].eml;
+        let sigs = header_fields(eml)
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("DKIM-Signature"))
+            .count();
+        assert_eq!(sigs, n, "{}", got[0].text());
+        assert_eq!(
+            python_verify(&w.env, eml, &records),
+            vec![true; n],
+            "python3-dkim rejects what the upstream received\n{}",
+            got[0].text()
+        );
+    }
+}
+
+#[test]
+fn a_from_domain_without_a_key_is_relayed_unsigned_or_refused() {
+    let other = |env: &Env| env.add_user("other", "other-Passw0rd-1", &["*@other.example"]);
+    let send = |w: &World| {
+        let mut c = Smtp::connect_auth(w.port(), w.ca(), "other", "other-Passw0rd-1");
+        let r = c.send(
+            "a@other.example",
+            &["r@example.org"],
+            &simple_message("a@other.example", "r@example.org", "nokey"),
+        );
+        c.quit();
+        r
+    };
+
+    // "warn" (the default): relayed without a signature, and logged.
+    let (w, _) = signing_world(&[("ed", "ed25519")], other);
+    let r = send(&w);
+    assert_eq!(r.code, 250, "{r}");
+    let got = w.up().wait_for(1, Duration::from_secs(30));
+    assert!(
+        got[0].header("DKIM-Signature").is_none(),
+        "{}",
+        got[0].text()
+    );
+    assert!(w.gw.log().contains("relaying unsigned"), "{}", w.gw.log());
+
+    // "refuse": 554 5.7.0, nothing relayed.
+    let (w, _) = signing_world(&[("ed", "ed25519")], |env| {
+        other(env);
+        let conf = fs::read_to_string(&env.config_path).expect("read config");
+        assert!(conf.contains("\n[sender]\n"), "{conf}");
+        let conf = conf.replacen(
+            "\n[sender]\n",
+            "\n[sender]\nwithout_dkim_key = \"refuse\"\n",
+            1,
+        );
+        fs::write(&env.config_path, conf).expect("write config");
+    });
+    let r = send(&w);
+    assert!(r.is(554, "5.7.0"), "{r}");
+    thread::sleep(Duration::from_millis(500));
+    assert!(w.up().messages().is_empty());
+}
