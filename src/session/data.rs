@@ -12,9 +12,37 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::reply::{self, Reply};
 use super::{Session, wire};
+use std::sync::Arc;
+
 use crate::config::{MissingKey, Sending};
+use crate::dkim::{DkimError, Signer};
 use crate::store::{NewMessage, new_queue_id};
 use crate::{policy, transform};
+
+/// Above this size, canonicalising and hashing the body takes milliseconds
+/// (about 2 ms per MB and signature): do it off the async workers, so other
+/// sessions are not stalled behind a large message.
+const SIGN_INLINE_MAX: usize = 128 * 1024;
+
+async fn sign(signer: Arc<Signer>, body: Vec<u8>) -> (Vec<u8>, Result<Option<Vec<u8>>, DkimError>) {
+    if body.len() <= SIGN_INLINE_MAX {
+        let signed = signer.sign(&body);
+        return (body, signed);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let signed = signer.sign(&body);
+        let _ = tx.send((body, signed));
+    });
+    match rx.await {
+        Ok(done) => done,
+        // The blocking pool dropped the job (shutdown): no body to relay.
+        Err(_) => (
+            Vec::new(),
+            Err(DkimError::Sign("the signing task was cancelled".into())),
+        ),
+    }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) fn data_allowed(&self) -> Result<(), Reply> {
@@ -111,9 +139,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return r;
             }
         };
-        let mut body = transformed.message;
+        let body = transformed.message;
         // Signing is the last change to the message: nothing may follow it.
-        match self.shared.dkim().sign(&body) {
+        let (mut body, signed) = sign(self.shared.dkim(), body).await;
+        match signed {
             Ok(Some(signature)) => {
                 body.reserve_exact(signature.len());
                 body.splice(0..0, signature);
