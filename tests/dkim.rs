@@ -760,3 +760,29 @@ fn a_from_domain_without_a_key_is_relayed_unsigned_or_refused() {
     thread::sleep(Duration::from_millis(500));
     assert!(w.up().messages().is_empty());
 }
+
+/// A message large enough to be signed on the blocking pool (over 128 KB)
+/// verifies just the same.
+#[test]
+fn a_large_relayed_message_verifies() {
+    let (w, records) = signing_world(&[("ed", "ed25519"), ("rsa", "rsa")], |_| {});
+    let records: Vec<(&str, &str)> = records
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let mut message = big_utf8_message("app@example.com");
+    let line = "Anlage im Text: Fahrplan, Haltestellen, Zeiten und Hinweise.\r\n";
+    while message.len() < 400 * 1024 {
+        message.extend_from_slice(line.as_bytes());
+    }
+    let mut c = w.client();
+    let r = c.send("app@example.com", &["r@example.org"], &message);
+    assert_eq!(r.code, 250, "{r}");
+    c.quit();
+    let got = w.up().wait_for(1, Duration::from_secs(30));
+    assert_eq!(
+        python_verify(&w.env, &got[0].eml, &records),
+        vec![true; 2],
+        "python3-dkim rejects the large message"
+    );
+}
