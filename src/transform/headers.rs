@@ -25,6 +25,9 @@ use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use super::{Context, TransformError};
 use crate::config::{FromMode, ReplyToMode};
 
+/// Bytes reserved in front for the fields later steps prepend.
+const HEADROOM: usize = 4096;
+
 /// Always removed: they steer the gateway and must not leave the house.
 const CONTROL_PREFIXES: [&str; 2] = ["x-schleuse-", "x-via-"];
 /// Steer the relay; only the gateway may set them.
@@ -115,7 +118,9 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
         address_field(&mut top, "Reply-To", None, &staff_address);
     }
 
-    let mut out = Vec::with_capacity(message.len() + top.len() + 64);
+    // Room for what is still to come on top (Received:, DKIM signatures),
+    // so a 25 MB message is not reallocated — copied — once more for each.
+    let mut out = Vec::with_capacity(message.len() + top.len() + HEADROOM);
     out.extend_from_slice(&top);
     let mut pos = 0usize;
     let mut from_done = false;
