@@ -218,6 +218,10 @@ max_recipients_per_message = 50
 max_connections = 500
 max_connections_per_ip = 500
 
+# Metrics are recorded as in production; the endpoint on its own free port.
+[admin]
+bind = "127.0.0.1:$(free_port)"
+
 # The transform is on as in production: From rewrite, Reply-To, header privacy.
 [sender]
 from = "rewrite"

@@ -74,6 +74,8 @@ pub struct Config {
     pub dns: Dns,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub admin: Admin,
     /// Where the configuration came from; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -471,6 +473,45 @@ impl Default for Log {
     }
 }
 
+/// The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz` (SPEC §10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// `false` runs no endpoint (and records no metrics).
+    pub enabled: bool,
+    /// Loopback by default: the endpoint tells how much mail flows where.
+    pub bind: SocketAddr,
+    /// HTTP basic auth for every route; both or neither. Required when
+    /// `bind` is not a loopback address.
+    #[serde(deserialize_with = "expand_opt")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "expand_opt")]
+    pub password: Option<String>,
+    /// In relay mode `/readyz` needs an upstream contact (a delivery or a
+    /// probe connection) this recent; the probe runs as often as needed.
+    #[serde(deserialize_with = "duration")]
+    pub upstream_check_interval: Duration,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9025)),
+            username: None,
+            password: None,
+            upstream_check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Admin {
+    /// Where the endpoint listens; `None` when it is disabled.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.enabled.then_some(self.bind)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -488,6 +529,7 @@ impl Default for Config {
             dkim: Vec::new(),
             dns: Dns::default(),
             log: Log::default(),
+            admin: Admin::default(),
             source: None,
         }
     }
@@ -711,11 +753,42 @@ impl Config {
                 ));
             }
         }
+        self.validate_admin()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(self.invalid(
                 "log.level",
                 format!("not a valid filter: {}", self.log.level),
             ));
+        }
+        Ok(())
+    }
+
+    /// `[admin]`: basic auth together, and required off loopback.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let admin = &self.admin;
+        if admin.username.is_some() != admin.password.is_some() {
+            return Err(self.invalid(
+                "admin.password",
+                "username and password must be given together",
+            ));
+        }
+        // Admin commands read unset ${VAR}s as empty (see load_for_admin):
+        // only a config the gateway will run with must have a real password.
+        if !LENIENT_ENV.with(|l| l.get()) && admin.password.as_deref().is_some_and(str::is_empty) {
+            return Err(self.invalid("admin.password", "must not be empty"));
+        }
+        if admin.enabled && !admin.bind.ip().is_loopback() && admin.username.is_none() {
+            return Err(self.invalid(
+                "admin.bind",
+                format!(
+                    "{} is not a loopback address: set admin.username and admin.password \
+                     (basic auth) or bind to 127.0.0.1",
+                    admin.bind
+                ),
+            ));
+        }
+        if admin.upstream_check_interval < Duration::from_secs(1) {
+            return Err(self.invalid("admin.upstream_check_interval", "must be at least 1s"));
         }
         Ok(())
     }
@@ -929,5 +1002,55 @@ mod tests {
         assert!(err.to_string().contains("allowed_hosts"), "{err}");
         parse("[upstream]\nmode = \"relay\"\nhost = \"127.0.0.1\"\nport = 2600\ntls = \"none\"\n")
             .expect("loopback upstream without TLS is fine");
+    }
+
+    #[test]
+    fn shipped_config_states_the_admin_defaults() {
+        let c = parse(include_str!("../conf/schleuse.toml")).expect("conf/schleuse.toml");
+        let d = Admin::default();
+        assert_eq!(c.admin.listen_addr(), d.listen_addr());
+        assert_eq!(c.admin.upstream_check_interval, d.upstream_check_interval);
+        assert!(c.admin.username.is_none() && c.admin.password.is_none());
+    }
+
+    #[test]
+    fn admin_defaults_and_disabling() {
+        let c = parse("").expect("empty config");
+        assert_eq!(
+            c.admin.listen_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9025)))
+        );
+        assert_eq!(c.admin.upstream_check_interval, Duration::from_secs(60));
+        let c = parse("[admin]\nenabled = false\nbind = \"0.0.0.0:9025\"\n")
+            .expect("a disabled endpoint needs no auth");
+        assert_eq!(c.admin.listen_addr(), None);
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_basic_auth() {
+        let err = parse("[admin]\nbind = \"0.0.0.0:9025\"\n").unwrap_err();
+        assert!(err.to_string().contains("admin.bind"), "{err}");
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("SCHLEUSE_TEST_ADMIN_PW", "pw") };
+        let c = parse(
+            "[admin]\nbind = \"[::]:9025\"\nusername = \"prom\"\npassword = \"${SCHLEUSE_TEST_ADMIN_PW}\"\n",
+        )
+        .expect("basic auth makes a public bind fine");
+        assert_eq!(c.admin.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn admin_credentials_together_and_interval() {
+        let err = parse("[admin]\nusername = \"prom\"\n").unwrap_err();
+        assert!(err.to_string().contains("admin.password"), "{err}");
+        let err = parse("[admin]\nusername = \"prom\"\npassword = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("must not be empty"), "{err}");
+        let err = parse("[admin]\nupstream_check_interval = \"0s\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("admin.upstream_check_interval"),
+            "{err}"
+        );
+        let err = parse("[admin]\nbind = \"localhost:9025\"\n").unwrap_err();
+        assert!(err.to_string().contains("admin.bind"), "{err}");
     }
 }

@@ -18,7 +18,9 @@
 //!   also the `dkim keygen` / `dkim check` key tools.
 //! - [`queue`] / [`store`]: durable hand-over; `250` only after fsync.
 //! - [`delivery`]: relay through mail-send, retries, DSNs, outbox mode.
-//! - [`admin`]: the `user` and `queue` commands; [`server`] wires it all.
+//! - [`admin`]: the `user` and `queue` commands and the HTTP endpoint
+//!   (`/metrics`, `/healthz`, `/readyz`); [`metrics`] names what is counted;
+//!   [`server`] wires it all.
 
 pub mod accounts;
 pub mod admin;
@@ -26,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod queue;
 pub mod server;

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Listener, ListenerTls};
+use crate::metrics::Handshake;
 use crate::server::Shared;
 use crate::session::{Origin, Outcome, Session, reply};
 
@@ -153,6 +154,7 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
         session_id,
     };
     tracing::debug!(session = %origin.session_id, client = %peer.ip(), "connected");
+    crate::metrics::session();
     let handshake = shared.config().timeouts.tls_handshake;
     match lcfg.tls {
         ListenerTls::Implicit => {
@@ -161,12 +163,17 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
             };
             match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
+                    crate::metrics::tls_handshake(Handshake::Ok);
                     Session::new(tls, shared, origin, true).run(true).await;
                 }
                 Ok(Err(e)) => {
+                    crate::metrics::tls_handshake(Handshake::Failed);
                     tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed")
                 }
-                Err(_) => tracing::debug!(client = %peer.ip(), "TLS handshake timed out"),
+                Err(_) => {
+                    crate::metrics::tls_handshake(Handshake::Timeout);
+                    tracing::debug!(client = %peer.ip(), "TLS handshake timed out")
+                }
             }
         }
         ListenerTls::Starttls | ListenerTls::None => {
@@ -178,13 +185,18 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
                 };
                 match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        crate::metrics::tls_handshake(Handshake::Ok);
                         // A fresh session: nothing from before STARTTLS survives.
                         Session::new(tls, shared, origin, true).run(false).await;
                     }
                     Ok(Err(e)) => {
+                        crate::metrics::tls_handshake(Handshake::Failed);
                         tracing::debug!(client = %peer.ip(), error = %e, "STARTTLS handshake failed")
                     }
-                    Err(_) => tracing::debug!(client = %peer.ip(), "STARTTLS handshake timed out"),
+                    Err(_) => {
+                        crate::metrics::tls_handshake(Handshake::Timeout);
+                        tracing::debug!(client = %peer.ip(), "STARTTLS handshake timed out")
+                    }
                 }
             }
         }

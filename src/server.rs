@@ -1,10 +1,11 @@
 //! `schleuse run`: wires the stages together and owns the process lifecycle.
 //!
 //! Start-up: config → store → accounts (a first `via` account if there is
-//! none) → TLS material → listeners bound → delivery started → `READY=1` to
-//! systemd. SIGHUP reloads config, accounts, the certificate and the DKIM
-//! keys; a reload that fails validation (or names a key that cannot be
-//! read) is refused and the running configuration stays.
+//! none) → TLS material → listeners bound → admin endpoint (metrics) →
+//! delivery started → `READY=1` to systemd. SIGHUP reloads config,
+//! accounts, the certificate and the DKIM keys; a reload that fails
+//! validation (or names a key that cannot be read) is refused and the
+//! running configuration stays.
 //! SIGTERM stops accepting, lets sessions finish up to
 //! `server.shutdown_grace`, stops delivery after the messages in hand; a
 //! second SIGTERM exits at once (the store is consistent at every commit).
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::{Account, Accounts};
+use crate::admin::endpoint::Endpoint;
 use crate::config::{Config, ListenerTls, UpstreamMode};
 use crate::dkim::Signer;
 use crate::listener::Connections;
@@ -42,6 +44,8 @@ pub struct Shared {
     /// a core for tens of milliseconds: unbounded, a login flood would take
     /// gigabytes and starve everything else.
     pub password_checks: tokio::sync::Semaphore,
+    /// When the upstream last answered (relay mode), for `/readyz`.
+    pub upstream_contact: delivery::Contact,
 }
 
 impl Shared {
@@ -63,6 +67,7 @@ impl Shared {
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            upstream_contact: delivery::Contact::default(),
         }
     }
 
@@ -236,6 +241,18 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", l.bind))?;
         bound.push((listener, l.clone()));
     }
+    let bound_addrs: Vec<_> = bound.iter().map(|(_, l)| l.bind).collect();
+    // Bound (and the metrics recorder installed) before the first session.
+    // A port that cannot be bound is a start-up error, as for the SMTP
+    // listeners: a gateway that silently runs unmonitored is worse.
+    let admin = match config.admin.listen_addr() {
+        Some(addr) => Some(
+            Endpoint::bind(addr)
+                .await
+                .with_context(|| format!("admin endpoint ([admin] bind = {addr})"))?,
+        ),
+        None => None,
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(
@@ -248,6 +265,8 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         )
         .with_dkim(dkim),
     );
+
+    let admin = admin.map(|endpoint| endpoint.spawn(Arc::clone(&shared), bound_addrs));
 
     let mut listeners = Vec::new();
     for (listener, l) in bound {
@@ -313,6 +332,11 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         );
     }
     let _ = tokio::time::timeout(grace, delivery).await;
+    if let Some(admin) = admin {
+        // It stopped taking requests with the signal; this waits for a
+        // scrape in progress, briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -336,6 +360,9 @@ fn reload(source: &ConfigSource, shared: &Shared) {
                 .ne(config.listeners.iter().map(|l| l.bind))
             {
                 tracing::warn!("listener addresses changed: this takes a restart");
+            }
+            if old.admin.listen_addr() != config.admin.listen_addr() {
+                tracing::warn!("admin endpoint address changed: this takes a restart");
             }
             let n = accounts.accounts.len();
             log_dkim(&config, &dkim);

@@ -2,7 +2,9 @@
 //! `schleuse queue …`. Both work while the gateway runs: accounts are a
 //! file the gateway re-reads on SIGHUP; the queue is the shared SQLite
 //! database, whose changes the delivery scheduler picks up within a second.
+//! And the running gateway's HTTP [`endpoint`] for monitoring.
 
+pub mod endpoint;
 pub mod queue;
 pub mod user;
 

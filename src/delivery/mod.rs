@@ -41,6 +41,52 @@ const IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// How long a message whose store access failed stays out of dispatch.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(30);
 
+/// When the upstream last answered, from a delivery transaction or the
+/// admin endpoint's probe; `/readyz` in relay mode asks [`Contact::within`].
+#[derive(Default)]
+pub struct Contact {
+    inner: Mutex<ContactState>,
+}
+
+#[derive(Default)]
+struct ContactState {
+    last_ok: Option<Instant>,
+    /// Why the last attempt to reach it failed, for `/readyz`'s answer.
+    last_error: Option<String>,
+}
+
+impl Contact {
+    pub fn ok(&self) {
+        if let Ok(mut c) = self.inner.lock() {
+            c.last_ok = Some(Instant::now());
+            c.last_error = None;
+        }
+    }
+
+    pub fn failed(&self, why: &str) {
+        if let Ok(mut c) = self.inner.lock() {
+            c.last_error = Some(why.to_string());
+        }
+    }
+
+    /// Whether the upstream answered within `window`; otherwise the last
+    /// error seen, if any.
+    pub fn within(&self, window: Duration) -> Result<(), Option<String>> {
+        let Ok(c) = self.inner.lock() else {
+            return Err(None);
+        };
+        match c.last_ok {
+            Some(t) if t.elapsed() <= window => Ok(()),
+            _ => Err(c.last_error.clone()),
+        }
+    }
+
+    /// Time since the last answer; `None` if there was none yet.
+    pub fn age(&self) -> Option<Duration> {
+        self.inner.lock().ok()?.last_ok.map(|t| t.elapsed())
+    }
+}
+
 /// Spaces sends evenly: at most `rate` per second across all workers.
 struct Pacer {
     next: tokio::sync::Mutex<Instant>,
@@ -100,6 +146,7 @@ impl Engine {
     }
 
     fn upstream_failed(&self, why: &str) {
+        self.shared.upstream_contact.failed(why);
         if let Ok(mut b) = self.breaker.lock() {
             // Workers that were already under way when it opened report the
             // same outage: count it once.
@@ -111,15 +158,18 @@ impl Engine {
                 .saturating_mul(1 << b.failures.min(16).saturating_sub(1))
                 .min(BREAKER_MAX);
             b.open_until = Some(Instant::now() + pause);
+            crate::metrics::breaker_open(true);
             tracing::warn!(pause = ?pause, failures = b.failures, reason = why, "upstream unusable: delivery paused");
         }
     }
 
     fn upstream_ok(&self) {
+        self.shared.upstream_contact.ok();
         if let Ok(mut b) = self.breaker.lock()
             && b.failures > 0
         {
             *b = Breaker::default();
+            crate::metrics::breaker_open(false);
             tracing::info!("upstream usable again: delivery resumed");
         }
     }
@@ -388,8 +438,10 @@ async fn to_relay(
         let Some(conn) = upstream.as_mut() else {
             break;
         };
+        let started = Instant::now();
         match conn.send(sender, pending, content).await {
             Ok(results) => {
+                crate::metrics::upstream_latency(started.elapsed());
                 if relay::closes_connection(&results) {
                     if let Some(u) = upstream.take() {
                         u.quit().await;
@@ -490,6 +542,12 @@ async fn record(
         .unwrap_or("");
     match store.record_attempt(&msg.id, update).await {
         Ok(state) => {
+            let outcome = match state {
+                MessageState::Delivered => crate::metrics::Attempt::Delivered,
+                MessageState::Bounced => crate::metrics::Attempt::Bounced,
+                MessageState::Queued | MessageState::Held => crate::metrics::Attempt::Deferred,
+            };
+            crate::metrics::attempt(outcome, msg.attempts);
             tracing::info!(
                 queue_id = %msg.id,
                 attempt = msg.attempts + 1,
@@ -544,6 +602,7 @@ async fn queue_dsn(
     };
     match engine.shared.queue.submit(dsn_msg).await {
         Ok(id) => {
+            crate::metrics::dsn_sent();
             tracing::info!(queue_id = %msg.id, dsn = %id, failed = failures.len(), "bounce notice queued")
         }
         Err(e) => tracing::error!(queue_id = %msg.id, error = %e, "cannot queue bounce notice"),

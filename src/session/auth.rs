@@ -136,6 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     fn auth_failed(&self, user: &str, why: &str) -> Reply {
+        crate::metrics::auth_failure();
         tracing::warn!(
             session = %self.origin.session_id,
             client = %self.origin.peer.ip(),

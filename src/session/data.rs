@@ -144,6 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let (mut body, signed) = sign(self.shared.dkim(), body).await;
         match signed {
             Ok(Some(signature)) => {
+                crate::metrics::dkim(true);
                 body.reserve_exact(signature.len());
                 body.splice(0..0, signature);
             }
@@ -154,6 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.log_rejection("dkim", &r);
                     return r;
                 }
+                crate::metrics::dkim(false);
                 tracing::warn!(
                     session = %self.origin.session_id,
                     queue_id = %id,
@@ -163,6 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(e) => {
                 tracing::error!(session = %self.origin.session_id, error = %e, "DKIM signing failed");
+                crate::metrics::rejected(&reply::SIGNING_FAILED);
                 return reply::SIGNING_FAILED;
             }
         }
@@ -186,6 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match self.shared.queue.submit(msg).await {
             Ok(id) => {
+                crate::metrics::accepted();
                 tracing::info!(
                     session = %self.origin.session_id,
                     queue_id = %id,
@@ -203,6 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(e) => {
                 tracing::error!(session = %self.origin.session_id, error = %e, "cannot store message");
+                crate::metrics::rejected(&reply::STORAGE_FAILED);
                 reply::STORAGE_FAILED
             }
         }

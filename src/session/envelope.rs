@@ -28,6 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return reply::NESTED_MAIL;
         }
         if self.shared.config().sending == Sending::Disabled {
+            crate::metrics::rejected(&reply::SENDING_DISABLED);
             return reply::SENDING_DISABLED;
         }
         if from.size as u64 > self.config.limits.max_message_size {

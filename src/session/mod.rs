@@ -152,6 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     // everything after it: answer once and hang up, so no
                     // smuggled command is ever interpreted.
                     wire::Line::BareLineEnding => {
+                        self.log_rejection("command", &reply::BARE_LINE_END_CMD);
                         self.reply(reply::BARE_LINE_END_CMD);
                         Next::Close
                     }
@@ -345,7 +346,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.tls_active || self.origin.listener_tls == ListenerTls::None
     }
 
+    /// Logs a refused MAIL, RCPT or message, and counts it by reason.
     fn log_rejection(&self, stage: &'static str, r: &Reply) {
+        crate::metrics::rejected(r);
         tracing::info!(
             session = %self.origin.session_id,
             account = self.account.as_ref().map(|a| a.name.as_str()).unwrap_or("-"),

@@ -60,6 +60,28 @@ impl Reply {
         }
     }
 
+    /// The `reason` label of `messages_rejected_total` for a refusal: short
+    /// and stable, so alerts survive a change of wording here.
+    pub fn rejection_reason(&self) -> &'static str {
+        let reasons: [(&Reply, &str); 11] = [
+            (&AUTH_REQUIRED, "auth_required"),
+            (&SENDER_DENIED, "sender_denied"),
+            (&FROM_DENIED, "from_denied"),
+            (&NO_FROM, "no_from"),
+            (&TOO_BIG, "too_big"),
+            (&TOO_MANY_RCPTS, "too_many_rcpts"),
+            (&BARE_LINE_END_CMD, "bare_line_ending"),
+            (&BARE_LINE_END_DATA, "bare_line_ending"),
+            (&STORAGE_FAILED, "storage"),
+            (&NO_DKIM_KEY, "dkim"),
+            (&SIGNING_FAILED, "dkim"),
+        ];
+        reasons
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map_or("other", |(_, reason)| reason)
+    }
+
     pub fn log_text(&self) -> String {
         let [a, b, c] = self.esc;
         format!("{} {a}.{b}.{c} {}", self.code, self.text)
@@ -197,5 +219,23 @@ mod tests {
         let mut out = Vec::new();
         Reply::owned(250, [2, 0, 0], "one\ntwo".into()).write_to(&mut out);
         assert_eq!(out, b"250-2.0.0 one\r\n250 2.0.0 two\r\n");
+    }
+
+    #[test]
+    fn rejection_reasons_are_known_labels() {
+        assert_eq!(TOO_BIG.rejection_reason(), "too_big");
+        assert_eq!(BARE_LINE_END_DATA.rejection_reason(), "bare_line_ending");
+        assert_eq!(SIGNING_FAILED.rejection_reason(), "dkim");
+        let transform = Reply::owned(554, [5, 6, 0], "Message refused: x".into());
+        assert_eq!(transform.rejection_reason(), "other");
+        for r in [
+            AUTH_REQUIRED,
+            SENDER_DENIED,
+            FROM_DENIED,
+            NO_FROM,
+            STORAGE_FAILED,
+        ] {
+            assert!(crate::metrics::REJECT_REASONS.contains(&r.rejection_reason()));
+        }
     }
 }

@@ -169,6 +169,18 @@ pub struct AttemptUpdate {
     pub error: Option<String>,
 }
 
+/// How full the queue is, for the `queue_*` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages waiting for a delivery attempt.
+    pub queued: u64,
+    /// Messages kept for an admin.
+    pub held: u64,
+    /// Arrival (Unix milliseconds) of the oldest queued message; held ones
+    /// are left out, they wait for a person, not for delivery.
+    pub oldest_queued_at: Option<i64>,
+}
+
 /// The storage interface; see the module docs for the contract.
 pub trait Store: Send + Sync + 'static {
     /// Stores a message durably and returns its id.
@@ -206,6 +218,13 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Makes every queued message due now; returns how many.
     fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// A tiny durable write through the same path as [`Store::enqueue`]:
+    /// `Ok` means a message handed over now could be stored (`/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Counts of the messages not yet final, for monitoring.
+    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -22,8 +22,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptUpdate, BoxFuture, MessageInfo, MessageState, NewMessage, QueueId, RecipientInfo,
-    RecipientState, Store, StoreError, now_ms,
+    AttemptUpdate, BoxFuture, MessageInfo, MessageState, NewMessage, QueueId, QueueStats,
+    RecipientInfo, RecipientState, Store, StoreError, now_ms,
 };
 
 /// Upper bound of jobs per transaction: keeps one batch's latency bounded.
@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS recipients (
 CREATE TABLE IF NOT EXISTS contents (
     message_seq INTEGER PRIMARY KEY REFERENCES messages(seq) ON DELETE CASCADE,
     data        BLOB NOT NULL
+);
+-- One row, rewritten by every readiness check: proof that a commit works.
+CREATE TABLE IF NOT EXISTS ping (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
 );
 ";
 
@@ -511,6 +516,43 @@ impl Store for SqliteStore {
             )?)
         })
     }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Through the writer thread like an enqueue, so a stuck writer, a
+        // lock held elsewhere or a file that cannot be written all show.
+        self.write(|conn| {
+            conn.prepare_cached("INSERT OR REPLACE INTO ping (id, at) VALUES (1, ?1)")?
+                .execute([now_ms()])?;
+            Ok(())
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
+        // Both queries use the (state, …) index: the cost follows the
+        // queue's size, not the delivery log's.
+        self.read(|conn| {
+            let mut stats = QueueStats::default();
+            let mut counts = conn.prepare_cached(
+                "SELECT state, count(*) FROM messages WHERE state IN ('queued', 'held')
+                 GROUP BY state",
+            )?;
+            let rows =
+                counts.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (state, n) = row?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match MessageState::parse(&state) {
+                    Some(MessageState::Queued) => stats.queued = n,
+                    Some(MessageState::Held) => stats.held = n,
+                    _ => {}
+                }
+            }
+            stats.oldest_queued_at = conn
+                .prepare_cached("SELECT min(received_at) FROM messages WHERE state = 'queued'")?
+                .query_row([], |r| r.get(0))?;
+            Ok(stats)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -604,6 +646,48 @@ mod tests {
         assert_eq!(info.attempts, 2);
         assert_eq!(info.recipients[0].state, RecipientState::Delivered);
         assert_eq!(info.recipients[1].state, RecipientState::Failed);
+    }
+
+    #[tokio::test]
+    async fn ping_writes_and_stats_count_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store.ping().await.expect("ping");
+        store.ping().await.expect("ping again (one row, replaced)");
+        assert_eq!(store.stats().await.expect("stats"), QueueStats::default());
+        let before = now_ms();
+        let a = store.enqueue(msg(1)).await.expect("enqueue");
+        store.enqueue(msg(2)).await.expect("enqueue");
+        let c = store.enqueue(msg(3)).await.expect("enqueue");
+        store.hold(&c).await.expect("hold");
+        let stats = store.stats().await.expect("stats");
+        assert_eq!((stats.queued, stats.held), (2, 1));
+        let oldest = stats.oldest_queued_at.expect("oldest");
+        assert!(oldest >= before && oldest <= now_ms(), "{oldest}");
+        let update = AttemptUpdate {
+            expected_attempts: 0,
+            recipients: vec![
+                (
+                    "r1@example.org".into(),
+                    RecipientState::Delivered,
+                    "250".into(),
+                ),
+                (
+                    "x@example.org".into(),
+                    RecipientState::Delivered,
+                    "250".into(),
+                ),
+            ],
+            next_attempt: None,
+            error: None,
+        };
+        store.record_attempt(&a, update).await.expect("attempt");
+        let stats = store.stats().await.expect("stats");
+        assert_eq!(
+            (stats.queued, stats.held),
+            (1, 1),
+            "delivered ones are not counted"
+        );
     }
 
     #[tokio::test]

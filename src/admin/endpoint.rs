@@ -1,0 +1,349 @@
+//! The admin HTTP endpoint (SPEC §10), started by `schleuse run`.
+//!
+//! - `GET /metrics`: Prometheus text format (see [`crate::metrics`]); the
+//!   queue gauges are read from the store on every scrape.
+//! - `GET /healthz`: `200 ok` while the process runs.
+//! - `GET /readyz`: `200 ready` when a message handed over now would be
+//!   stored and sent on: the store commits a tiny write, every configured
+//!   listener is bound, and in relay mode the upstream answered within
+//!   `admin.upstream_check_interval` (a delivery, or a probe connection made
+//!   here when deliveries are rare). Otherwise `503` with one line per
+//!   failed check.
+//!
+//! Config keys: `[admin]` (`bind` and `enabled` take a restart; basic auth
+//! and the interval follow a reload). Every route needs basic auth when
+//! `admin.username`/`password` are set; the comparison runs in constant
+//! time. A bind that fails stops the start, like an SMTP listener's: set
+//! `enabled = false` to run without the endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::UpstreamMode;
+use crate::delivery::relay;
+use crate::server::Shared;
+
+/// How long `/readyz` waits for the store's test commit. A commit normally
+/// takes milliseconds; one that takes longer is a store that will make SMTP
+/// clients wait, which is what "not ready" means.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a scrape waits for the queue counts before rendering the last ones.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upkeep of the recorder (histogram buffers) and the queue gauges, so memory
+/// stays bounded and the gauges stay fresh even when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// The Prometheus text exposition format, version 0.0.4.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// A bound endpoint, not yet serving.
+pub struct Endpoint {
+    listener: TcpListener,
+    addr: SocketAddr,
+    metrics: PrometheusHandle,
+}
+
+impl Endpoint {
+    /// Binds `addr` and installs the metrics recorder.
+    pub async fn bind(addr: SocketAddr) -> Result<Endpoint, EndpointError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|cause| EndpointError::Bind { addr, cause })?;
+        let metrics = crate::metrics::install()?;
+        Ok(Endpoint {
+            listener,
+            addr,
+            metrics,
+        })
+    }
+
+    /// Serves until shutdown begins. `bound` are the SMTP listener addresses
+    /// this process holds, which `/readyz` compares with the configuration.
+    pub fn spawn(self, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> JoinHandle<()> {
+        let state = Arc::new(AdminState {
+            shared: Arc::clone(&shared),
+            metrics: self.metrics,
+            bound,
+        });
+        let upkeep = tokio::spawn(upkeep(Arc::clone(&state)));
+        let probe = tokio::spawn(probe_upstream(Arc::clone(&shared)));
+        let app = router(state);
+        let addr = self.addr;
+        let mut shutdown = shared.shutdown_signal();
+        tracing::info!(%addr, "admin endpoint: /metrics, /healthz, /readyz");
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(self.listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(%addr, error = %e, "admin endpoint failed");
+            }
+            upkeep.abort();
+            probe.abort();
+            tracing::info!(%addr, "admin endpoint closed");
+        })
+    }
+}
+
+struct AdminState {
+    shared: Arc<Shared>,
+    metrics: PrometheusHandle,
+    bound: Vec<SocketAddr>,
+}
+
+fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            basic_auth,
+        ))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    refresh_queue_gauges(&state.shared).await;
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let failures = readiness(&state).await;
+    if failures.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        tracing::debug!(failures = %failures.join("; "), "not ready");
+        let mut body = failures.join("\n");
+        body.push('\n');
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// One short line per failed check; empty when ready.
+async fn readiness(state: &AdminState) -> Vec<String> {
+    let shared = &state.shared;
+    let config = shared.config();
+    let mut failures = Vec::new();
+    if *shared.shutdown_signal().borrow() {
+        failures.push("shutting down".to_string());
+    }
+    match tokio::time::timeout(PING_TIMEOUT, shared.queue.store().ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failures.push(format!("store: not writable: {e}")),
+        Err(_) => failures.push(format!(
+            "store: no commit within {}s",
+            PING_TIMEOUT.as_secs()
+        )),
+    }
+    for l in &config.listeners {
+        if !state.bound.contains(&l.bind) {
+            failures.push(format!(
+                "listener {}: configured but not bound (takes a restart)",
+                l.bind
+            ));
+        }
+    }
+    if config.upstream.mode == UpstreamMode::Relay {
+        let window = config.admin.upstream_check_interval;
+        if let Err(last_error) = shared.upstream_contact.within(window) {
+            let why = last_error.map(|e| format!(": {e}")).unwrap_or_default();
+            failures.push(format!(
+                "upstream: not reached in the last {}{why}",
+                humantime::format_duration(window)
+            ));
+        }
+    }
+    failures
+}
+
+/// Sets the queue gauges from the store; on failure the last values stay
+/// (a broken store shows on `/readyz`).
+async fn refresh_queue_gauges(shared: &Shared) {
+    match tokio::time::timeout(STATS_TIMEOUT, shared.queue.store().stats()).await {
+        Ok(Ok(stats)) => crate::metrics::queue(&stats),
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot read queue counts"),
+        Err(_) => tracing::debug!("queue counts timed out"),
+    }
+}
+
+async fn upkeep(state: Arc<AdminState>) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tick.tick().await;
+        state.metrics.run_upkeep();
+        refresh_queue_gauges(&state.shared).await;
+    }
+}
+
+/// In relay mode, connects to the upstream (TLS and AUTH included) whenever
+/// no delivery has done so for half of `admin.upstream_check_interval`, so
+/// `/readyz` knows about an upstream outage before the next message does.
+/// Checking at a quarter of the interval keeps a healthy upstream's last
+/// contact well inside the window.
+async fn probe_upstream(shared: Arc<Shared>) {
+    let mut was_ok = true;
+    loop {
+        let config = shared.config();
+        let window = config.admin.upstream_check_interval;
+        let stale = shared
+            .upstream_contact
+            .age()
+            .is_none_or(|age| age > window / 2);
+        if config.upstream.mode == UpstreamMode::Relay && stale {
+            // connect() bounds each step by upstream.timeout; this bounds the whole.
+            let limit = config.upstream.timeout.saturating_mul(2);
+            let result = match tokio::time::timeout(limit, relay::connect(&config)).await {
+                Ok(Ok(conn)) => {
+                    conn.quit().await;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    shared.upstream_contact.ok();
+                    if !was_ok {
+                        tracing::info!("readiness probe: upstream reachable again");
+                    }
+                    was_ok = true;
+                }
+                Err(e) => {
+                    shared.upstream_contact.failed(&e);
+                    if was_ok {
+                        tracing::warn!(error = %e, "readiness probe: upstream not reachable");
+                    }
+                    was_ok = false;
+                }
+            }
+        }
+        tokio::time::sleep((window / 4).max(Duration::from_millis(250))).await;
+    }
+}
+
+/// Basic auth (RFC 7617) on every route when `admin.username` is set.
+async fn basic_auth(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = state.shared.config();
+    let (Some(user), Some(pass)) = (&config.admin.username, &config.admin.password) else {
+        return next.run(request).await;
+    };
+    if credentials_match(request.headers(), user, pass) {
+        return next.run(request).await;
+    }
+    let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"schleuse admin\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+/// Compares digests, not the strings, so neither the content nor the length
+/// of the expected credentials shows in the time taken.
+fn credentials_match(headers: &HeaderMap, user: &str, pass: &str) -> bool {
+    use aws_lc_rs::digest::{SHA256, digest};
+    use base64::Engine as _;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
+        return false;
+    };
+    let expected = format!("{user}:{pass}");
+    let given = digest(&SHA256, &given);
+    let expected = digest(&SHA256, expected.as_bytes());
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_ref(), expected.as_ref()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header value"),
+        );
+        h
+    }
+
+    #[test]
+    fn basic_auth_compares_user_and_password() {
+        // "prom:s3cret" and "prom:wrong"
+        assert!(credentials_match(
+            &with_auth("Basic cHJvbTpzM2NyZXQ="),
+            "prom",
+            "s3cret"
+        ));
+        assert!(credentials_match(
+            &with_auth("basic cHJvbTpzM2NyZXQ="),
+            "prom",
+            "s3cret"
+        ));
+        assert!(!credentials_match(
+            &with_auth("Basic cHJvbTp3cm9uZw=="),
+            "prom",
+            "s3cret"
+        ));
+        assert!(!credentials_match(
+            &with_auth("Bearer cHJvbTpzM2NyZXQ="),
+            "prom",
+            "s3cret"
+        ));
+        assert!(!credentials_match(
+            &with_auth("Basic %%%"),
+            "prom",
+            "s3cret"
+        ));
+        assert!(!credentials_match(&HeaderMap::new(), "prom", "s3cret"));
+    }
+}

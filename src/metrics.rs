@@ -1,0 +1,316 @@
+//! Metrics (SPEC §10): the names, and one-line helpers for the call sites.
+//!
+//! Recorded through the `metrics` facade and rendered in the Prometheus text
+//! format by `metrics-exporter-prometheus`, served on `/metrics` by
+//! [`crate::admin::endpoint`]. The recorder is installed by `schleuse run`
+//! when `[admin] enabled`; otherwise (admin commands, unit tests, endpoint
+//! off) every helper here is a no-op.
+//!
+//! Conventions: every name starts with `schleuse_`, counters end in
+//! `_total`, durations are seconds; label values are short and stable, so
+//! dashboards and alerts survive wording changes of the SMTP replies.
+//! Known label values start at 0, so `rate()` sees the first increment.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `smtp_sessions_total` | counter | |
+//! | `smtp_tls_handshakes_total` | counter | `result`: ok, failed, timeout |
+//! | `smtp_auth_failures_total` | counter | |
+//! | `messages_accepted_total` | counter | |
+//! | `messages_rejected_total` | counter | `reason`: see [`REJECT_REASONS`] |
+//! | `delivery_attempts_total` | counter | `result`: delivered, deferred, bounced |
+//! | `messages_relayed_total` | counter | |
+//! | `messages_deferred_total` | counter | |
+//! | `messages_bounced_total` | counter | |
+//! | `dsn_sent_total` | counter | |
+//! | `upstream_latency_seconds` | histogram | |
+//! | `queue_messages` | gauge | `state`: queued, held |
+//! | `queue_oldest_age_seconds` | gauge | |
+//! | `upstream_breaker_open` | gauge | |
+//! | `dkim_signatures_total` | counter | `result`: signed, unsigned |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::session::reply::Reply;
+use crate::store::{QueueStats, now_ms};
+
+pub const SMTP_SESSIONS: &str = "schleuse_smtp_sessions_total";
+pub const SMTP_TLS_HANDSHAKES: &str = "schleuse_smtp_tls_handshakes_total";
+pub const SMTP_AUTH_FAILURES: &str = "schleuse_smtp_auth_failures_total";
+pub const MESSAGES_ACCEPTED: &str = "schleuse_messages_accepted_total";
+pub const MESSAGES_REJECTED: &str = "schleuse_messages_rejected_total";
+pub const DELIVERY_ATTEMPTS: &str = "schleuse_delivery_attempts_total";
+pub const MESSAGES_RELAYED: &str = "schleuse_messages_relayed_total";
+pub const MESSAGES_DEFERRED: &str = "schleuse_messages_deferred_total";
+pub const MESSAGES_BOUNCED: &str = "schleuse_messages_bounced_total";
+pub const DSN_SENT: &str = "schleuse_dsn_sent_total";
+pub const UPSTREAM_LATENCY: &str = "schleuse_upstream_latency_seconds";
+pub const QUEUE_MESSAGES: &str = "schleuse_queue_messages";
+pub const QUEUE_OLDEST_AGE: &str = "schleuse_queue_oldest_age_seconds";
+pub const UPSTREAM_BREAKER_OPEN: &str = "schleuse_upstream_breaker_open";
+pub const DKIM_SIGNATURES: &str = "schleuse_dkim_signatures_total";
+
+/// Every `reason` of [`MESSAGES_REJECTED`]; see [`Reply::rejection_reason`].
+pub const REJECT_REASONS: [&str; 10] = [
+    "auth_required",
+    "sender_denied",
+    "from_denied",
+    "too_big",
+    "too_many_rcpts",
+    "bare_line_ending",
+    "no_from",
+    "storage",
+    "dkim",
+    "other",
+];
+
+/// Bucket bounds of [`UPSTREAM_LATENCY`]: a relay transaction takes tens of
+/// milliseconds on a good day and the whole upstream timeout on a bad one.
+const LATENCY_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The result of a TLS handshake, for [`SMTP_TLS_HANDSHAKES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    Ok,
+    Failed,
+    Timeout,
+}
+
+/// The outcome of one delivery attempt of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Every recipient is done and none failed.
+    Delivered,
+    /// Some recipient is still pending.
+    Deferred,
+    /// Nothing is pending and some recipient failed.
+    Bounced,
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same
+/// handle) and registers every metric at zero.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(UPSTREAM_LATENCY.into()), &LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    zero();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// The installed recorder's handle, if any.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get()
+}
+
+fn describe() {
+    describe_counter!(
+        SMTP_SESSIONS,
+        "SMTP connections accepted within the connection limits."
+    );
+    describe_counter!(
+        SMTP_TLS_HANDSHAKES,
+        "TLS handshakes (implicit TLS and STARTTLS) by result."
+    );
+    describe_counter!(
+        SMTP_AUTH_FAILURES,
+        "AUTH attempts with a wrong name or password."
+    );
+    describe_counter!(
+        MESSAGES_ACCEPTED,
+        "Messages stored durably and answered 250."
+    );
+    describe_counter!(
+        MESSAGES_REJECTED,
+        "Refusals of MAIL, RCPT (one per refused recipient) or the message, by reason."
+    );
+    describe_counter!(
+        DELIVERY_ATTEMPTS,
+        "Delivery attempts per message, by outcome."
+    );
+    describe_counter!(
+        MESSAGES_RELAYED,
+        "Messages delivered to every recipient (relayed, or written to the outbox)."
+    );
+    describe_counter!(
+        MESSAGES_DEFERRED,
+        "Messages whose first delivery attempt left recipients pending (once per message)."
+    );
+    describe_counter!(
+        MESSAGES_BOUNCED,
+        "Messages finished with at least one failed recipient."
+    );
+    describe_counter!(
+        DSN_SENT,
+        "Bounce notices (DSNs) queued for the envelope sender."
+    );
+    describe_histogram!(
+        UPSTREAM_LATENCY,
+        ::metrics::Unit::Seconds,
+        "Duration of one relay transaction (MAIL to the end of DATA) with the upstream."
+    );
+    describe_gauge!(QUEUE_MESSAGES, "Messages in the queue, by state.");
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        "Age of the oldest queued (not held) message; 0 when none is queued."
+    );
+    describe_gauge!(
+        UPSTREAM_BREAKER_OPEN,
+        "1 while delivery is paused because the upstream was unusable."
+    );
+    describe_counter!(
+        DKIM_SIGNATURES,
+        "Messages DKIM-signed, or passed on unsigned (no key for the From: domain)."
+    );
+}
+
+fn zero() {
+    for c in [
+        SMTP_SESSIONS,
+        SMTP_AUTH_FAILURES,
+        MESSAGES_ACCEPTED,
+        MESSAGES_RELAYED,
+        MESSAGES_DEFERRED,
+        MESSAGES_BOUNCED,
+        DSN_SENT,
+    ] {
+        counter!(c).increment(0);
+    }
+    for r in ["ok", "failed", "timeout"] {
+        counter!(SMTP_TLS_HANDSHAKES, "result" => r).increment(0);
+    }
+    for r in REJECT_REASONS {
+        counter!(MESSAGES_REJECTED, "reason" => r).increment(0);
+    }
+    for r in ["delivered", "deferred", "bounced"] {
+        counter!(DELIVERY_ATTEMPTS, "result" => r).increment(0);
+    }
+    for r in ["signed", "unsigned"] {
+        counter!(DKIM_SIGNATURES, "result" => r).increment(0);
+    }
+    queue(&QueueStats::default());
+    breaker_open(false);
+}
+
+pub fn session() {
+    counter!(SMTP_SESSIONS).increment(1);
+}
+
+pub fn tls_handshake(result: Handshake) {
+    let r = match result {
+        Handshake::Ok => "ok",
+        Handshake::Failed => "failed",
+        Handshake::Timeout => "timeout",
+    };
+    counter!(SMTP_TLS_HANDSHAKES, "result" => r).increment(1);
+}
+
+pub fn auth_failure() {
+    counter!(SMTP_AUTH_FAILURES).increment(1);
+}
+
+pub fn accepted() {
+    counter!(MESSAGES_ACCEPTED).increment(1);
+}
+
+/// One refusal; the reason label comes from the reply.
+pub fn rejected(reply: &Reply) {
+    counter!(MESSAGES_REJECTED, "reason" => reply.rejection_reason()).increment(1);
+}
+
+/// One delivery attempt of a message that had `attempts` before it.
+pub fn attempt(result: Attempt, attempts: u32) {
+    let r = match result {
+        Attempt::Delivered => {
+            counter!(MESSAGES_RELAYED).increment(1);
+            "delivered"
+        }
+        Attempt::Bounced => {
+            counter!(MESSAGES_BOUNCED).increment(1);
+            "bounced"
+        }
+        Attempt::Deferred => {
+            if attempts == 0 {
+                counter!(MESSAGES_DEFERRED).increment(1);
+            }
+            "deferred"
+        }
+    };
+    counter!(DELIVERY_ATTEMPTS, "result" => r).increment(1);
+}
+
+pub fn dsn_sent() {
+    counter!(DSN_SENT).increment(1);
+}
+
+pub fn upstream_latency(took: Duration) {
+    histogram!(UPSTREAM_LATENCY).record(took.as_secs_f64());
+}
+
+pub fn breaker_open(open: bool) {
+    gauge!(UPSTREAM_BREAKER_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// Whether an accepted message was DKIM-signed.
+pub fn dkim(signed: bool) {
+    let r = if signed { "signed" } else { "unsigned" };
+    counter!(DKIM_SIGNATURES, "result" => r).increment(1);
+}
+
+/// Sets the queue gauges from a fresh [`QueueStats`].
+pub fn queue(stats: &QueueStats) {
+    gauge!(QUEUE_MESSAGES, "state" => "queued").set(stats.queued as f64);
+    gauge!(QUEUE_MESSAGES, "state" => "held").set(stats.held as f64);
+    let age_ms = stats
+        .oldest_queued_at
+        .map_or(0, |at| now_ms().saturating_sub(at).max(0));
+    gauge!(QUEUE_OLDEST_AGE).set(age_ms as f64 / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let counters = [
+            SMTP_SESSIONS,
+            SMTP_TLS_HANDSHAKES,
+            SMTP_AUTH_FAILURES,
+            MESSAGES_ACCEPTED,
+            MESSAGES_REJECTED,
+            DELIVERY_ATTEMPTS,
+            MESSAGES_RELAYED,
+            MESSAGES_DEFERRED,
+            MESSAGES_BOUNCED,
+            DSN_SENT,
+            DKIM_SIGNATURES,
+        ];
+        for name in counters {
+            assert!(
+                name.starts_with("schleuse_") && name.ends_with("_total"),
+                "{name}"
+            );
+        }
+        for name in [
+            UPSTREAM_LATENCY,
+            QUEUE_MESSAGES,
+            QUEUE_OLDEST_AGE,
+            UPSTREAM_BREAKER_OPEN,
+        ] {
+            assert!(
+                name.starts_with("schleuse_") && !name.ends_with("_total"),
+                "{name}"
+            );
+        }
+    }
+}
