@@ -31,6 +31,11 @@ use crate::config::{Config, ListenerTls};
 use crate::server::Shared;
 use reply::Reply;
 
+/// How long a failed AUTH waits before its `535` (like Dovecot's
+/// `auth_failure_delay`). Per-IP bans after repeated failures are the
+/// limits stage's job.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
 /// What the listener needs to know about where a session runs.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -242,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn handle_line(&mut self, line: &[u8]) -> Next {
         if self.sasl.is_some() {
             let r = self.sasl_response(line).await;
-            return self.reply(r);
+            return self.auth_reply(r).await;
         }
         let request = match wire::parse_command(line) {
             Ok(r) => r,
@@ -262,7 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 initial_response,
             } => {
                 let r = self.auth(mechanism, initial_response).await;
-                self.reply(r)
+                self.auth_reply(r).await
             }
             Request::Mail { from } => {
                 let r = self.mail(from);
@@ -297,6 +302,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             | Request::Bdat { .. }
             | Request::Burl { .. } => self.reply(reply::NOT_IMPLEMENTED),
         }
+    }
+
+    /// A failed login is answered only after [`AUTH_FAILURE_DELAY`]: it
+    /// costs a guessing client seconds per try and an honest one nothing.
+    async fn auth_reply(&mut self, r: Reply) -> Next {
+        if r == reply::AUTH_FAILED {
+            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        }
+        self.reply(r)
     }
 
     fn starttls_offered(&self) -> bool {
