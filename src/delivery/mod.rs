@@ -347,8 +347,9 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: Messag
         // Paused since it was dispatched: leave it due, in its place.
         return true;
     }
+    // Shared, not copied: the outbox writer runs on another thread.
     let content = match store.content(&msg.id).await {
-        Ok(Some(c)) => c,
+        Ok(Some(c)) => Arc::new(c),
         // Deleted or finished meanwhile (admin action): nothing to do.
         Ok(None) => return true,
         Err(e) => {
@@ -371,7 +372,7 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: Messag
         .await;
     let started = Instant::now();
     let results = match config.upstream.mode {
-        UpstreamMode::Outbox => to_outbox(&config, &msg.id, content.clone(), &pending).await,
+        UpstreamMode::Outbox => to_outbox(&config, &msg.id, Arc::clone(&content), &pending).await,
         UpstreamMode::Relay => {
             let (results, usable) =
                 to_relay(&config, upstream, &msg.sender, &pending, &content).await;
@@ -388,7 +389,7 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: Messag
 async fn to_outbox(
     config: &Config,
     id: &str,
-    content: Vec<u8>,
+    content: Arc<Vec<u8>>,
     pending: &[String],
 ) -> Vec<(String, RcptResult)> {
     let dir = config.server.data_dir.clone();

@@ -128,7 +128,7 @@ impl DataIn {
         receiver.ingest(&mut b"\r\n".iter(), &mut primed);
         DataIn {
             receiver,
-            body: Vec::with_capacity(expected.min(max) + 1024),
+            body: Vec::with_capacity(expected.min(max) + crate::transform::HEADROOM),
             max,
             too_big: false,
         }

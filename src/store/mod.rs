@@ -34,6 +34,8 @@ pub enum StoreError {
         path: std::path::PathBuf,
         cause: std::io::Error,
     },
+    #[error("cannot read message content: {0}")]
+    ContentRead(std::io::Error),
     #[error("no queued message with id {0}")]
     NotFound(String),
     #[error("message {id} is {state}, not {expected}")]

@@ -291,8 +291,13 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
     for (i, r) in msg.recipients.iter().enumerate() {
         rcpt.execute(params![seq, i as i64, r])?;
     }
-    conn.prepare_cached("INSERT INTO contents (message_seq, data) VALUES (?1, ?2)")?
-        .execute(params![seq, msg.content])?;
+    // Reserve the space, then write through the incremental blob API:
+    // binding the bytes as a parameter would make SQLite take a private
+    // copy of the whole message first.
+    conn.prepare_cached("INSERT INTO contents (message_seq, data) VALUES (?1, zeroblob(?2))")?
+        .execute(params![seq, msg.content.len() as i64])?;
+    let mut blob = conn.blob_open(rusqlite::MAIN_DB, "contents", "data", seq, false)?;
+    blob.write_at(&msg.content, 0)?;
     Ok(msg.id.clone())
 }
 
@@ -490,13 +495,23 @@ impl Store for SqliteStore {
     fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
         let id = id.to_owned();
         self.read(move |conn| {
-            Ok(conn
+            // Read through the incremental blob API straight into one
+            // buffer: a column read would first assemble SQLite's own copy
+            // of a 25 MB value, then copy it again.
+            let row: Option<(i64, i64)> = conn
                 .prepare_cached(
-                    "SELECT c.data FROM contents c JOIN messages m ON m.seq = c.message_seq
-                     WHERE m.id = ?1",
+                    "SELECT c.message_seq, length(c.data) FROM contents c
+                     JOIN messages m ON m.seq = c.message_seq WHERE m.id = ?1",
                 )?
-                .query_row([id], |r| r.get(0))
-                .optional()?)
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((rowid, len)) = row else {
+                return Ok(None);
+            };
+            let mut blob = conn.blob_open(rusqlite::MAIN_DB, "contents", "data", rowid, true)?;
+            let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            std::io::Read::read_to_end(&mut blob, &mut data).map_err(StoreError::ContentRead)?;
+            Ok(Some(data))
         })
     }
 

@@ -25,16 +25,16 @@ use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use super::{Context, TransformError};
 use crate::config::{FromMode, ReplyToMode};
 
-/// Bytes reserved in front for the fields later steps prepend.
-const HEADROOM: usize = 4096;
-
 /// Always removed: they steer the gateway and must not leave the house.
 const CONTROL_PREFIXES: [&str; 2] = ["x-schleuse-", "x-via-"];
 /// Steer the relay; only the gateway may set them.
 const MAILJET_PREFIXES: [&str; 2] = ["x-mailjet-", "x-mj-"];
 
+/// The rewritten header block, to be put in place of `message[..replaces]`
+/// (the body is not copied: a 25 MB message stays in its one buffer).
 pub struct Edited {
-    pub message: Vec<u8>,
+    pub header: Vec<u8>,
+    pub replaces: usize,
     pub staff_address: String,
 }
 
@@ -118,9 +118,7 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
         address_field(&mut top, "Reply-To", None, &staff_address);
     }
 
-    // Room for what is still to come on top (Received:, DKIM signatures),
-    // so a 25 MB message is not reallocated — copied — once more for each.
-    let mut out = Vec::with_capacity(message.len() + top.len() + HEADROOM);
+    let mut out = Vec::with_capacity(top.len() + 1024);
     out.extend_from_slice(&top);
     let mut pos = 0usize;
     let mut from_done = false;
@@ -153,9 +151,9 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
         }
         out.extend_from_slice(&message[start..end]);
     }
-    out.extend_from_slice(&message[pos..]);
     Ok(Edited {
-        message: out,
+        header: out,
+        replaces: pos,
         staff_address,
     })
 }
@@ -193,7 +191,9 @@ mod tests {
             },
         };
         let edited = rewrite(&ctx, msg).expect("rewrite");
-        String::from_utf8(edited.message).expect("utf8")
+        let mut out = edited.header;
+        out.extend_from_slice(&msg[edited.replaces..]);
+        String::from_utf8(out).expect("utf8")
     }
 
     const MSG: &[u8] =

@@ -48,12 +48,17 @@ pub enum TransformError {
     NoFrom,
 }
 
+/// Room the message buffer should have for what the transform and the
+/// signer add in front (a few header fields and up to two signatures).
+pub const HEADROOM: usize = 8 * 1024;
+
 pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, TransformError> {
     let edited = headers::rewrite(ctx, &message)?;
-    // The client's bytes are no longer needed: free them before the next
-    // step, so a large message is held twice at most, not three times.
-    drop(message);
-    let mut out = edited.message;
+    // In place: only the header block is rebuilt; the body moves within the
+    // buffer (which the session sized with headroom), it is not copied.
+    let mut out = message;
+    out.reserve(edited.header.len().saturating_sub(edited.replaces) + HEADROOM);
+    out.splice(..edited.replaces, edited.header);
     prepend_received(&mut out, &ctx.stamp);
     let sender = &ctx.config.sender;
     let copy = ctx.account.copy_to_sender.unwrap_or(sender.copy_to_sender);
