@@ -352,6 +352,35 @@ start_postfix() { # start_postfix SINKPORT
 }
 
 # ---------------------------------------------------------------------------
+# memory for one large message: BIG_RSS_KB = schleuse's peak RSS (VmHWM) after
+# relaying one BIG_MB message, BIG_IDLE_KB = its RSS just before.
+BIG_MB=${BIG_MB:-24}
+BIG_RSS_KB=0 BIG_IDLE_KB=0
+run_big_message() {
+    start_sink 1 "$OUT/schleuse/sink-big.log"
+    start_schleuse big "$SINK_PORT"
+    BIG_IDLE_KB=$(vm_kb "$SCHLEUSE_PID" VmRSS)
+    log "schleuse: one ${BIG_MB} MB message"
+    local t0
+    t0=$(now)
+    "$PY" - "$SCHLEUSE_PORT" "$BIG_MB" "$SENDER" "$RCPT" <<'PY' >"$OUT/schleuse/big-client.log" 2>&1 ||
+import smtplib, sys
+port, mb, sender, rcpt = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+line = "x" * 76 + "\r\n"
+body = line * (mb * 1024 * 1024 // len(line))
+msg = f"From: {sender}\r\nTo: {rcpt}\r\nSubject: big\r\n\r\n" + body
+with smtplib.SMTP("127.0.0.1", port, timeout=300) as s:
+    s.sendmail(sender, [rcpt], msg)
+PY
+        log "schleuse: big message: client failed (see $OUT/schleuse/big-client.log)"
+    wait_sink "$t0" || log "schleuse: big message did not reach the sink"
+    BIG_RSS_KB=$(vm_kb "$SCHLEUSE_PID" VmHWM)
+    note_schleuse_peak
+    stop_schleuse
+    stop_sink
+}
+
+# ---------------------------------------------------------------------------
 # one measured job: run_job MTA NAME N SIZE -> prints msgs/s (or FAILED)
 run_job() {
     local mta=$1 name=$2 n=$3 size=$4 port t0
@@ -482,6 +511,7 @@ for mta in schleuse postfix; do
     done
     run_latency "$mta"
     if [ "$mta" = schleuse ]; then S_LAT=$LAT_JSON; else P_LAT=$LAT_JSON; fi
+    [ "$mta" = schleuse ] && run_big_message
 done
 
 s_small=$(summarise s_small) s_large=$(summarise s_large)
@@ -531,6 +561,8 @@ if [ -n "$(cd "$ROOT" && git status --porcelain 2>/dev/null | head -1)" ]; then 
     echo
     if [ "${SKIP_SCHLEUSE:-0}" != 1 ]; then
         echo "schleuse memory: idle RSS after start $(mb "$SCHLEUSE_IDLE_KB") MB, peak RSS (VmHWM, max over all jobs) $(mb "$SCHLEUSE_PEAK_KB") MB."
+        echo "One ${BIG_MB} MB message relayed: RSS $(mb "$BIG_IDLE_KB") MB before, peak $(mb "$BIG_RSS_KB") MB"
+        echo "($(calc '%.1f' "($BIG_RSS_KB - $BIG_IDLE_KB) / 1024 / $BIG_MB") x the message on top of idle; SPEC §12: about 3 x at most)."
         echo
         echo "Targets (SPEC §12): throughput >= Postfix, aiming for 2x (ratios above);"
         echo "p99 <= 20 ms: $S_P99 ms; idle RSS <= 30 MB: $(mb "$SCHLEUSE_IDLE_KB") MB."
