@@ -218,3 +218,240 @@ fn queue_commands_while_running() {
     assert!(!out.status.success());
     drop(gw);
 }
+
+const LOAD_CLIENTS: usize = 4;
+const LOAD_PER_CLIENT: usize = 50;
+const TERM_AFTER: usize = 40;
+
+/// SPEC §2/§9 with a clean stop: SIGTERM in the middle of a load run (upstream
+/// down, so everything stays queued); after a restart and the upstream coming
+/// up, every message that got a 250 is delivered.
+#[test]
+fn sigterm_during_a_load_run_loses_nothing() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let mut env = Env::new();
+    let upstream_port = free_port();
+    let conf = GatewayConf::relay(upstream_port);
+    env.write_config(&conf);
+    env.add_default_user();
+    let mut gw = env.start_gateway();
+    let port = gw.port();
+    let t0 = Instant::now();
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..LOAD_CLIENTS)
+        .map(|k| {
+            let acked = Arc::clone(&acked);
+            let stop = Arc::clone(&stop);
+            let ca = env.certs.ca_crt.clone();
+            std::thread::spawn(move || -> String {
+                let mut conn: Option<Smtp> = None;
+                for i in 0..LOAD_PER_CLIENT {
+                    if stop.load(Ordering::Relaxed) {
+                        return format!("client {k}: stopped after {i}");
+                    }
+                    let c = match conn.as_mut() {
+                        Some(c) => c,
+                        None => match Smtp::try_connect_auth(port, &ca, USER, PASSWORD) {
+                            Ok(c) => conn.insert(c),
+                            Err(e) => return format!("client {k}: message {i}: connect: {e}"),
+                        },
+                    };
+                    let id = format!("<term-{k}-{i:03}@example.com>");
+                    let msg = format!(
+                        "From: app@example.com\r\nTo: r@example.org\r\n\
+                         Subject: load {k} {i}\r\nMessage-ID: {id}\r\n\r\nload {k} {i}\r\n"
+                    );
+                    match c.try_send("app@example.com", &["r@example.org"], msg.as_bytes()) {
+                        Ok(r) if r.code == 250 => acked.lock().unwrap().push(id),
+                        Ok(r) => return format!("client {k}: message {i}: {r}"),
+                        Err(e) => return format!("client {k}: message {i}: {e}"),
+                    }
+                }
+                if let Some(c) = conn {
+                    c.quit();
+                }
+                format!("client {k}: all {LOAD_PER_CLIENT} sent")
+            })
+        })
+        .collect();
+
+    let reached = wait_until(Duration::from_secs(120), || {
+        (acked.lock().unwrap().len() >= TERM_AFTER).then_some(())
+    });
+    if reached.is_none() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    assert!(
+        reached.is_some(),
+        "fewer than {TERM_AFTER} acks within 120 s ({})\n{}",
+        acked.lock().unwrap().len(),
+        gw.log()
+    );
+    signal(&gw, "-TERM");
+    let at_term = acked.lock().unwrap().len();
+    eprintln!("SIGTERM after {at_term} acks ({:?})", t0.elapsed());
+    stop.store(true, Ordering::Relaxed);
+
+    // Bounded: the gateway closes sessions after shutdown_grace (2 s), and the
+    // client's reads time out after IO_TIMEOUT.
+    for c in clients {
+        let outcome = c.join().expect("client thread");
+        eprintln!("{outcome}");
+    }
+    let status = gw.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some(),
+        "the gateway did not exit within 30 s of SIGTERM\n{}",
+        gw.log()
+    );
+    wait_log(&gw, "stopped");
+    let status = status.unwrap();
+    assert!(status.success(), "SIGTERM exit: {status}\n{}", gw.log());
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "gateway exited ({status}) with {} acked ({:?}); restarting",
+        acked.len(),
+        t0.elapsed()
+    );
+    assert!(acked.len() >= TERM_AFTER);
+    let first_log = gw.log();
+    drop(gw);
+
+    let gw = Gateway::start(&env, "gateway-restarted.log");
+    let up = env.start_upstream(&UpstreamOpts {
+        port: Some(upstream_port),
+        ..UpstreamOpts::default()
+    });
+    let missing = |msgs: &[Delivered]| -> Vec<String> {
+        let got: std::collections::HashSet<String> =
+            msgs.iter().filter_map(|d| d.header("Message-ID")).collect();
+        acked
+            .iter()
+            .filter(|id| !got.contains(*id))
+            .cloned()
+            .collect()
+    };
+    let done = wait_until(Duration::from_secs(120), || {
+        missing(&up.messages()).is_empty().then_some(())
+    });
+    if done.is_none() {
+        let msgs = up.messages();
+        let m = missing(&msgs);
+        panic!(
+            "{} acknowledged message(s) never arrived within 120 s (e.g. {:?}); {} arrived\n\
+             first log:\n{first_log}\n{}",
+            m.len(),
+            &m[..m.len().min(5)],
+            msgs.len(),
+            gw.log()
+        );
+    }
+
+    // Let stragglers arrive, then report duplicates (allowed, not an error).
+    std::thread::sleep(Duration::from_secs(2));
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for d in up.messages() {
+        *per_id
+            .entry(d.header("Message-ID").unwrap_or_default())
+            .or_default() += 1;
+    }
+    let duplicates: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "sigterm under load: {} acked, {} distinct delivered, {} duplicate Message-IDs {:?} ({:?})",
+        acked.len(),
+        per_id.len(),
+        duplicates.len(),
+        duplicates,
+        t0.elapsed()
+    );
+    drop(gw);
+    drop(up);
+}
+
+/// A second SIGTERM during the grace period exits at once, and the store it
+/// leaves behind opens cleanly (the queued message is still there).
+#[test]
+fn second_sigterm_exits_at_once() {
+    let mut env = Env::new();
+    // No upstream: the message acknowledged first stays queued.
+    let mut conf = GatewayConf::relay(free_port());
+    conf.retry_schedule = vec!["1h"];
+    env.write_config(&conf);
+    let text = std::fs::read_to_string(&env.config_path).expect("read config");
+    assert!(text.contains("shutdown_grace = \"2s\""), "{text}");
+    let text = text.replace("shutdown_grace = \"2s\"", "shutdown_grace = \"30s\"");
+    std::fs::write(&env.config_path, text).expect("write config");
+    env.add_default_user();
+    let mut gw = env.start_gateway();
+    let ca = env.certs.ca_crt.clone();
+
+    let mut c = Smtp::connect_auth(gw.port(), &ca, USER, PASSWORD);
+    let r = c.send("app@example.com", &["r@example.org"], &message(11));
+    assert_eq!(r.code, 250, "{r}");
+    let queued = r.last_word();
+    c.quit();
+
+    // A transaction held open: without the second signal the gateway would
+    // wait up to 30 s for it.
+    let mut busy = Smtp::connect_auth(gw.port(), &ca, USER, PASSWORD);
+    assert_eq!(busy.cmd("MAIL FROM:<app@example.com>").code, 250);
+    assert_eq!(busy.cmd("RCPT TO:<r@example.org>").code, 250);
+    assert_eq!(busy.cmd("DATA").code, 354);
+    let msg = message(12);
+    busy.send_raw(&msg[..20]).expect("first half");
+
+    signal(&gw, "-TERM");
+    wait_log(&gw, "shutting down");
+    let still_running = gw.wait_exit(Duration::from_millis(500));
+    assert!(
+        still_running.is_none(),
+        "the first SIGTERM must wait for the open transaction (grace 30 s), \
+         but the gateway exited ({:?})\n{}",
+        still_running,
+        gw.log()
+    );
+    let t = std::time::Instant::now();
+    signal(&gw, "-TERM");
+    let status = gw.wait_exit(Duration::from_secs(3));
+    assert!(
+        status.is_some(),
+        "still running 3 s after the second SIGTERM\n{}",
+        gw.log()
+    );
+    eprintln!(
+        "exited {:?} after the second SIGTERM ({})",
+        t.elapsed(),
+        status.unwrap()
+    );
+    assert!(
+        gw.log().contains("second signal"),
+        "no log line about the second signal\n{}",
+        gw.log()
+    );
+    drop(busy);
+
+    // The store is intact: a restart comes up and the queue still has the message.
+    let gw = Gateway::start(&env, "gateway-restarted.log");
+    let out = env.cli(&["queue", "list"], None);
+    assert!(
+        out.status.success(),
+        "queue list after the restart\n{}\n{}",
+        output_text(&out),
+        gw.log()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&queued),
+        "{queued} missing after the restart\n{text}"
+    );
+    let mut c = Smtp::connect_auth(gw.port(), &ca, USER, PASSWORD);
+    let r = c.send("app@example.com", &["r@example.org"], &message(13));
+    assert_eq!(r.code, 250, "after the restart: {r}");
+    c.quit();
+}

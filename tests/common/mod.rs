@@ -1489,3 +1489,70 @@ pub fn prometheus_samples(text: &str) -> std::collections::BTreeMap<String, f64>
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for tests that expect failures (shutdown, restarts)
+
+impl Smtp {
+    /// Like `connect_auth`, but every failure (connect, greeting, STARTTLS,
+    /// handshake, AUTH) is an error instead of a panic.
+    pub fn try_connect_auth(port: u16, ca: &Path, user: &str, password: &str) -> io::Result<Smtp> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        let mut c = Smtp {
+            conn: Conn::Plain(s),
+            buf: Vec::new(),
+            greeting: Reply {
+                code: 0,
+                lines: Vec::new(),
+            },
+        };
+        let expect = |r: Reply, code: u16, what: &str| -> io::Result<Reply> {
+            if r.code == code {
+                Ok(r)
+            } else {
+                Err(io::Error::other(format!("{what}: {r}")))
+            }
+        };
+        c.greeting = expect(c.read_reply()?, 220, "greeting")?;
+        expect(c.try_cmd("EHLO client.test")?, 250, "EHLO")?;
+        expect(c.try_cmd("STARTTLS")?, 220, "STARTTLS")?;
+        c.tls_handshake(Verify::Ca(ca))?;
+        expect(c.try_cmd("EHLO client.test")?, 250, "EHLO")?;
+        let token = base64(format!("\0{user}\0{password}").as_bytes());
+        expect(c.try_cmd(&format!("AUTH PLAIN {token}"))?, 235, "AUTH")?;
+        Ok(c)
+    }
+
+    /// MAIL, RCPT…, DATA and the message; any I/O error or unexpected reply
+    /// before the end of DATA is an error. Returns the final reply.
+    pub fn try_send(&mut self, from: &str, to: &[&str], message: &[u8]) -> io::Result<Reply> {
+        let step = |c: &mut Smtp, line: &str, code: u16| -> io::Result<()> {
+            let r = c.try_cmd(line)?;
+            if r.code == code {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("{line}: {r}")))
+            }
+        };
+        step(self, &format!("MAIL FROM:<{from}>"), 250)?;
+        for t in to {
+            step(self, &format!("RCPT TO:<{t}>"), 250)?;
+        }
+        step(self, "DATA", 354)?;
+        self.send_raw(&dot_stuff(message))?;
+        self.send_raw(b".\r\n")?;
+        self.read_reply()
+    }
+}
+
+impl Gateway {
+    /// Waits (bounded) for the process to exit by itself and reaps it;
+    /// `None` if it is still running after `timeout` (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_child(self.child.as_mut()?, timeout)?;
+        self.child = None;
+        Some(status)
+    }
+}
