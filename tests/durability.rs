@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -101,42 +100,21 @@ fn acknowledged_messages_survive_kill_9() {
         port: Some(upstream_port),
         ..UpstreamOpts::default()
     });
-    let missing = |msgs: &[Delivered]| -> Vec<String> {
-        let got: std::collections::HashSet<String> =
-            msgs.iter().filter_map(|d| d.header("Message-ID")).collect();
-        acked
-            .iter()
-            .filter(|id| !got.contains(*id))
-            .cloned()
-            .collect()
-    };
-    let done = wait_until(Duration::from_secs(120), || {
-        let msgs = up.messages();
-        missing(&msgs).is_empty().then_some(msgs)
-    });
-    done.unwrap_or_else(|| {
-        let msgs = up.messages();
-        let m = missing(&msgs);
+    if let Err((m, arrived)) = wait_for_message_ids(&up, &acked, Duration::from_secs(120)) {
         panic!(
-            "{} acknowledged message(s) never arrived within 120 s (e.g. {:?}); {} arrived\n\
+            "{} acknowledged message(s) never arrived within 120 s (e.g. {:?}); {arrived} arrived\n\
              first log:\n{}\n{}",
             m.len(),
             &m[..m.len().min(5)],
-            msgs.len(),
             fs::read_to_string(env.path().join("gateway.log")).unwrap_or_default(),
             gw.log()
-        )
-    });
+        );
+    }
 
     eprintln!("every acknowledged message arrived ({:?})", t0.elapsed());
     // Let stragglers (duplicates) arrive, then count them.
     std::thread::sleep(Duration::from_secs(3));
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for d in up.messages() {
-        *per_id
-            .entry(d.header("Message-ID").unwrap_or_default())
-            .or_default() += 1;
-    }
+    let per_id = arrivals_per_message_id(&up);
     let duplicates: Vec<(&String, &usize)> = per_id.iter().filter(|(_, n)| **n > 1).collect();
     let unacked: Vec<&String> = per_id.keys().filter(|id| !acked.contains(id)).collect();
     eprintln!(

@@ -228,7 +228,6 @@ const TERM_AFTER: usize = 40;
 /// up, every message that got a 250 is delivered.
 #[test]
 fn sigterm_during_a_load_run_loses_nothing() {
-    use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
@@ -328,39 +327,19 @@ fn sigterm_during_a_load_run_loses_nothing() {
         port: Some(upstream_port),
         ..UpstreamOpts::default()
     });
-    let missing = |msgs: &[Delivered]| -> Vec<String> {
-        let got: std::collections::HashSet<String> =
-            msgs.iter().filter_map(|d| d.header("Message-ID")).collect();
-        acked
-            .iter()
-            .filter(|id| !got.contains(*id))
-            .cloned()
-            .collect()
-    };
-    let done = wait_until(Duration::from_secs(120), || {
-        missing(&up.messages()).is_empty().then_some(())
-    });
-    if done.is_none() {
-        let msgs = up.messages();
-        let m = missing(&msgs);
+    if let Err((m, arrived)) = wait_for_message_ids(&up, &acked, Duration::from_secs(120)) {
         panic!(
-            "{} acknowledged message(s) never arrived within 120 s (e.g. {:?}); {} arrived\n\
+            "{} acknowledged message(s) never arrived within 120 s (e.g. {:?}); {arrived} arrived\n\
              first log:\n{first_log}\n{}",
             m.len(),
             &m[..m.len().min(5)],
-            msgs.len(),
             gw.log()
         );
     }
 
     // Let stragglers arrive, then report duplicates (allowed, not an error).
     std::thread::sleep(Duration::from_secs(2));
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for d in up.messages() {
-        *per_id
-            .entry(d.header("Message-ID").unwrap_or_default())
-            .or_default() += 1;
-    }
+    let per_id = arrivals_per_message_id(&up);
     let duplicates: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
     eprintln!(
         "sigterm under load: {} acked, {} distinct delivered, {} duplicate Message-IDs {:?} ({:?})",

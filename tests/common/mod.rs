@@ -1556,3 +1556,43 @@ impl Gateway {
         Some(status)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Counting deliveries by Message-ID (crash and shutdown tests)
+
+/// Waits up to `timeout` until every Message-ID in `acked` has reached the
+/// upstream. `Err` lists the ones still missing and how many messages came.
+pub fn wait_for_message_ids(
+    up: &Upstream,
+    acked: &[String],
+    timeout: Duration,
+) -> Result<(), (Vec<String>, usize)> {
+    let missing = |msgs: &[Delivered]| -> Vec<String> {
+        let got: std::collections::HashSet<String> =
+            msgs.iter().filter_map(|d| d.header("Message-ID")).collect();
+        acked
+            .iter()
+            .filter(|id| !got.contains(*id))
+            .cloned()
+            .collect()
+    };
+    let done = wait_until(timeout, || missing(&up.messages()).is_empty().then_some(()));
+    match done {
+        Some(()) => Ok(()),
+        None => {
+            let msgs = up.messages();
+            Err((missing(&msgs), msgs.len()))
+        }
+    }
+}
+
+/// How often each Message-ID reached the upstream (more than once: a duplicate).
+pub fn arrivals_per_message_id(up: &Upstream) -> std::collections::HashMap<String, usize> {
+    let mut per_id = std::collections::HashMap::new();
+    for d in up.messages() {
+        *per_id
+            .entry(d.header("Message-ID").unwrap_or_default())
+            .or_default() += 1;
+    }
+    per_id
+}
