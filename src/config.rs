@@ -17,6 +17,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+mod attachments;
+pub use attachments::{AttachmentMode, Attachments, LinkPassword, SignedPolicy};
+
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,6 +70,8 @@ pub struct Config {
     pub privacy: Privacy,
     #[serde(default)]
     pub sender: SenderSection,
+    #[serde(default)]
+    pub attachments: Attachments,
     /// DKIM keys; two entries for one domain (Ed25519 and RSA) sign twice.
     #[serde(default, rename = "dkim")]
     pub dkim: Vec<DkimKey>,
@@ -526,6 +531,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             privacy: Privacy::default(),
             sender: SenderSection::default(),
+            attachments: Attachments::default(),
             dkim: Vec::new(),
             dns: Dns::default(),
             log: Log::default(),
@@ -600,6 +606,9 @@ impl Config {
 
     /// Checks what the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err((key, reason)) = self.attachments.check() {
+            return Err(self.invalid(key, reason));
+        }
         if self.server.hostname.trim().is_empty() {
             return Err(self.invalid("server.hostname", "must not be empty"));
         }

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
+pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

@@ -53,6 +53,23 @@ enum Command {
     /// DKIM keys: generate one, check the published DNS record
     #[command(subcommand)]
     Dkim(DkimCommand),
+    /// Stored documents and their links
+    #[command(subcommand)]
+    Links(LinksCommand),
+}
+
+#[derive(Subcommand)]
+enum LinksCommand {
+    /// Active links (id, file, size, created, expires, downloads)
+    List {
+        /// Also expired and revoked links
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a link now: the document is deleted, the link answers 410
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +274,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             let store = open_store(&config)?;
             rt.block_on(queue_command(store.as_ref(), cmd))
+        }
+        Command::Links(cmd) => {
+            let config = source.load_for_admin()?;
+            let rt = runtime()?;
+            let store = open_store(&config)?;
+            match cmd {
+                LinksCommand::List { all, json } => {
+                    rt.block_on(admin::links::list(store.as_ref(), all, json))
+                }
+                LinksCommand::Revoke { id } => {
+                    let files = schleuse::store::documents::LocalFiles::open(
+                        &config.server.data_dir.join("documents"),
+                    )?;
+                    let vault =
+                        schleuse::links::vault::Vault::new(store, std::sync::Arc::new(files), None);
+                    rt.block_on(admin::links::revoke(&vault, &id))
+                }
+            }
         }
         Command::Dkim(DkimCommand::Keygen {
             domain,

@@ -22,12 +22,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::{Account, Accounts};
 use crate::admin::endpoint::Endpoint;
-use crate::config::{Config, ListenerTls, UpstreamMode};
+use crate::config::{AttachmentMode, Config, ListenerTls, UpstreamMode};
 use crate::dkim::Signer;
+use crate::links::vault::Vault;
 use crate::listener::Connections;
 use crate::queue::Queue;
+use crate::store::documents::LocalFiles;
 use crate::store::sqlite::SqliteStore;
-use crate::{delivery, listener, tls};
+use crate::{delivery, links, listener, tls};
 
 /// State every session and worker shares. Config and accounts are swapped
 /// whole on reload; readers take a cheap `Arc` snapshot.
@@ -46,6 +48,8 @@ pub struct Shared {
     pub password_checks: tokio::sync::Semaphore,
     /// When the upstream last answered (relay mode), for `/readyz`.
     pub upstream_contact: delivery::Contact,
+    /// The encrypted document store behind the links.
+    pub vault: Arc<Vault>,
 }
 
 impl Shared {
@@ -54,6 +58,7 @@ impl Shared {
         accounts: Accounts,
         tls: Option<TlsAcceptor>,
         queue: Queue,
+        vault: Arc<Vault>,
         shutdown: watch::Receiver<bool>,
     ) -> Shared {
         Shared {
@@ -68,6 +73,7 @@ impl Shared {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             upstream_contact: delivery::Contact::default(),
+            vault,
         }
     }
 
@@ -228,6 +234,10 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     }
     let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
     tracing::info!(db = %store.path().display(), "queue store opened (SQLite, WAL, fsync per commit)");
+    let files = LocalFiles::open(&config.server.data_dir.join("documents"))?;
+    tracing::info!(dir = %files.dir().display(), "document store opened (AES-256-GCM, key per link, never stored)");
+    let (notices, notice_rx) = links::tasks::notice_channel();
+    let vault = Arc::new(Vault::new(store.clone(), Arc::new(files), Some(notices)));
     let accounts = first_account(&config)?;
     check_listener_accounts(&config, &accounts)?;
     let tls = load_tls(&config)?;
@@ -254,6 +264,8 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         None => None,
     };
 
+    let link_listener = links::tasks::bind(&config).await?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(
         Shared::new(
@@ -261,10 +273,14 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
             accounts,
             tls,
             Queue::new(store),
+            vault,
             shutdown_rx,
         )
         .with_dkim(dkim),
     );
+    let link_service = link_listener.map(|l| links::tasks::spawn_service(Arc::clone(&shared), l));
+    links::tasks::spawn_purge(Arc::clone(&shared));
+    links::tasks::spawn_notices(Arc::clone(&shared), notice_rx);
 
     let admin = admin.map(|endpoint| endpoint.spawn(Arc::clone(&shared), bound_addrs));
 
@@ -332,6 +348,10 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         );
     }
     let _ = tokio::time::timeout(grace, delivery).await;
+    if let Some(service) = link_service {
+        // A download in progress gets a moment to finish.
+        let _ = tokio::time::timeout(Duration::from_secs(5), service).await;
+    }
     if let Some(admin) = admin {
         // It stopped taking requests with the signal; this waits for a
         // scrape in progress, briefly.
@@ -360,6 +380,12 @@ fn reload(source: &ConfigSource, shared: &Shared) {
                 .ne(config.listeners.iter().map(|l| l.bind))
             {
                 tracing::warn!("listener addresses changed: this takes a restart");
+            }
+            if old.attachments.bind != config.attachments.bind
+                || (old.attachments.mode == AttachmentMode::Link)
+                    != (config.attachments.mode == AttachmentMode::Link)
+            {
+                tracing::warn!("link service address or mode changed: this takes a restart");
             }
             if old.admin.listen_addr() != config.admin.listen_addr() {
                 tracing::warn!("admin endpoint address changed: this takes a restart");

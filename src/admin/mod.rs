@@ -1,10 +1,11 @@
-//! The admin side of the command line: `schleuse user …` and
-//! `schleuse queue …`. Both work while the gateway runs: accounts are a
+//! The admin side of the command line: `schleuse user …`,
+//! `schleuse queue …` and `schleuse links …`. Both work while the gateway runs: accounts are a
 //! file the gateway re-reads on SIGHUP; the queue is the shared SQLite
 //! database, whose changes the delivery scheduler picks up within a second.
 //! And the running gateway's HTTP [`endpoint`] for monitoring.
 
 pub mod endpoint;
+pub mod links;
 pub mod queue;
 pub mod user;
 

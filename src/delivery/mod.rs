@@ -599,7 +599,7 @@ async fn queue_dsn(
         sender: String::new(),
         recipients: vec![msg.sender.clone()],
         content: report,
-        held: false,
+        ..NewMessage::default()
     };
     match engine.shared.queue.submit(dsn_msg).await {
         Ok(id) => {

@@ -16,8 +16,31 @@ use std::sync::Arc;
 
 use crate::config::{MissingKey, Sending};
 use crate::dkim::{DkimError, Signer};
+use crate::links::notice::PasswordNotice;
+use crate::links::vault::Sealed;
 use crate::store::{NewMessage, new_queue_id};
+use crate::transform::documents::{self, DocumentsError};
 use crate::{policy, transform};
+
+/// The SMTP answer for a message the documents stage could not take.
+fn documents_reply(e: &DocumentsError) -> Reply {
+    match e {
+        DocumentsError::BadExpiry(_) | DocumentsError::EmptyPassword | DocumentsError::Mime(_) => {
+            Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"))
+        }
+        DocumentsError::AttachmentsRefused => {
+            Reply::owned(550, [5, 7, 1], format!("Message refused: {e}"))
+        }
+        DocumentsError::SealedRefused => {
+            Reply::owned(554, [5, 7, 1], format!("Message refused: {e}"))
+        }
+        DocumentsError::Vault(_) | DocumentsError::Cancelled => Reply::owned(
+            451,
+            [4, 3, 0],
+            "Cannot store the message's documents right now; please try again later".into(),
+        ),
+    }
+}
 
 /// Above this size, canonicalising and hashing the body takes milliseconds
 /// (about 2 ms per MB and signature): do it off the async workers, so other
@@ -131,6 +154,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 mode: self.config.privacy.received_header,
             },
         };
+        let control = match documents::control(&body) {
+            Ok(c) => c,
+            Err(e) => {
+                let r = Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"));
+                self.log_rejection("documents", &r);
+                return r;
+            }
+        };
         let transformed = match transform::apply(&ctx, body) {
             Ok(t) => t,
             Err(e) => {
@@ -139,9 +170,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return r;
             }
         };
-        let body = transformed.message;
+        let owner = documents::Owner {
+            account: &account.name,
+            staff_address: &transformed.staff_address,
+        };
+        let taken = match documents::take_out(
+            &self.shared.vault,
+            &self.config.attachments,
+            &owner,
+            &control,
+            transformed.message,
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                let r = documents_reply(&e);
+                if r.code >= 500 {
+                    self.log_rejection("documents", &r);
+                } else {
+                    tracing::error!(session = %self.origin.session_id, error = %e, "cannot store documents");
+                    crate::metrics::rejected(&r);
+                }
+                return r;
+            }
+        };
+        let mut body = taken.message;
+        transform::prepend_received(&mut body, &ctx.stamp);
         // Signing is the last change to the message: nothing may follow it.
         let (mut body, signed) = sign(self.shared.dkim(), body).await;
+        let sealed = taken.sealed;
         match signed {
             Ok(Some(signature)) => {
                 crate::metrics::dkim(true);
@@ -151,6 +209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(None) => {
                 let domain = crate::dkim::from_domain(&body).unwrap_or_default();
                 if self.config.sender.without_dkim_key == MissingKey::Refuse {
+                    self.shared.vault.discard(&sealed).await;
                     let r = reply::NO_DKIM_KEY;
                     self.log_rejection("dkim", &r);
                     return r;
@@ -165,6 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(e) => {
                 tracing::error!(session = %self.origin.session_id, error = %e, "DKIM signing failed");
+                self.shared.vault.discard(&sealed).await;
                 crate::metrics::rejected(&reply::SIGNING_FAILED);
                 return reply::SIGNING_FAILED;
             }
@@ -179,6 +239,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let size = body.len();
         let rcpts = recipients.len();
         let held = self.shared.config().sending == Sending::Paused;
+        let documents = sealed.len();
+        let companions = match &taken.generated_password {
+            Some(password) => vec![self.password_notice(
+                &id,
+                &account.name,
+                &transformed.staff_address,
+                &recipients,
+                &sealed,
+                password,
+                taken.expires_at,
+                &body,
+            )],
+            None => Vec::new(),
+        };
         let msg = NewMessage {
             id,
             account: account.name.clone(),
@@ -186,6 +260,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             recipients,
             content: body,
             held,
+            links: sealed.iter().map(|s| s.link.clone()).collect(),
+            companions,
         };
         match self.shared.queue.submit(msg).await {
             Ok(id) => {
@@ -196,6 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     account = %account.name,
                     size,
                     rcpts,
+                    documents,
                     held,
                     "accepted"
                 );
@@ -207,9 +284,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(e) => {
                 tracing::error!(session = %self.origin.session_id, error = %e, "cannot store message");
+                self.shared.vault.discard(&sealed).await;
                 crate::metrics::rejected(&reply::STORAGE_FAILED);
                 reply::STORAGE_FAILED
             }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// The generated link password, for the staff member only: committed
+    /// with the message, so neither exists without the other.
+    #[allow(clippy::too_many_arguments)]
+    fn password_notice(
+        &self,
+        queue_id: &str,
+        account: &str,
+        staff: &str,
+        recipients: &[String],
+        sealed: &[Sealed],
+        password: &str,
+        expires_at: i64,
+        message: &[u8],
+    ) -> NewMessage {
+        let subject = mail_parser::MessageParser::new()
+            .parse_headers(message)
+            .and_then(|m| m.subject().map(str::to_owned))
+            .unwrap_or_default();
+        let files: Vec<String> = sealed.iter().map(|s| s.link.file_name.clone()).collect();
+        let system = &self.config.sender.system_address;
+        let mut content = PasswordNotice {
+            language: self.config.attachments.language,
+            from: system,
+            to: staff,
+            queue_id,
+            subject: &subject,
+            recipients,
+            files: &files,
+            password,
+            expires_at,
+        }
+        .render();
+        if let Ok(Some(signature)) = self.shared.dkim().sign(&content) {
+            content.splice(0..0, signature);
+        }
+        NewMessage {
+            id: new_queue_id(),
+            account: account.to_owned(),
+            sender: system.clone(),
+            recipients: vec![staff.to_owned()],
+            content,
+            ..NewMessage::default()
         }
     }
 }

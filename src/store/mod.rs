@@ -13,7 +13,11 @@
 //! - Message content is deleted as soon as a message reaches a final state
 //!   (delivered or bounced); the metadata row stays for the delivery log.
 
+pub mod documents;
+pub mod links;
 pub mod sqlite;
+
+pub use links::{DownloadNotice, LinkRecord, LinkState, NewLink};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +42,8 @@ pub enum StoreError {
     ContentRead(std::io::Error),
     #[error("no queued message with id {0}")]
     NotFound(String),
+    #[error("no link with id {0}")]
+    LinkNotFound(String),
     #[error("message {id} is {state}, not {expected}")]
     WrongState {
         id: String,
@@ -119,7 +125,7 @@ impl RecipientState {
 }
 
 /// A message accepted by a session, about to become durable.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewMessage {
     /// Chosen by the caller (it appears in the `Received:` header).
     pub id: QueueId,
@@ -131,6 +137,12 @@ pub struct NewMessage {
     pub content: Vec<u8>,
     /// Held for an admin instead of queued (`sending = "paused"`).
     pub held: bool,
+    /// The documents taken out of this message: committed with it, so a
+    /// link exists exactly when its message does.
+    pub links: Vec<NewLink>,
+    /// Messages that belong to this one and must be stored with it in the
+    /// same transaction (the link-password notice to the staff member).
+    pub companions: Vec<NewMessage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,6 +239,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts of the messages not yet final, for monitoring.
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
+
+    // Document links (SPEC §7). Rows are written by `enqueue` with their
+    // message; see [`links`] for what a row holds before and after expiry.
+
+    /// The link whose token hashes to `token_hash`, in any state.
+    fn link_by_token(
+        &self,
+        token_hash: &str,
+    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>>;
+
+    /// Links for `schleuse links list`, newest first; expired and revoked
+    /// ones only when `all`.
+    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>>;
+
+    /// Revokes an active link at once: its metadata is wiped and it answers
+    /// `410` from now on. The caller deletes the document file.
+    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Marks every active link past its expiry as expired (metadata wiped)
+    /// and returns their ids, whose files the caller deletes.
+    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Ids of the links whose documents must still exist (active ones).
+    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Appends to the download log. On the first successful download of a
+    /// link that asked for it, returns what the staff member's notice needs.
+    fn record_download(
+        &self,
+        link_id: &str,
+        outcome: &'static str,
+        ip: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>>;
+
+    /// Deletes what is left of expired and revoked links (the tombstones
+    /// that answer `410`) and download-log entries older than `before_ms`;
+    /// returns how many rows went.
+    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
 }
 
 /// Milliseconds since the Unix epoch.

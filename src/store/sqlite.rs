@@ -22,9 +22,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptUpdate, BoxFuture, MessageInfo, MessageState, NewMessage, QueueId, QueueStats,
-    RecipientInfo, RecipientState, Store, StoreError, now_ms,
+    AttemptUpdate, BoxFuture, DownloadNotice, LinkRecord, MessageInfo, MessageState, NewMessage,
+    QueueId, QueueStats, RecipientInfo, RecipientState, Store, StoreError, now_ms,
 };
+
+mod links;
 
 /// Upper bound of jobs per transaction: keeps one batch's latency bounded.
 const MAX_BATCH: usize = 512;
@@ -86,6 +88,7 @@ impl SqliteStore {
         let path = data_dir.join("queue.db");
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA)?;
+        writer.execute_batch(links::SCHEMA)?;
         let reader = open_connection(&path)?;
         let checkpointer = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -181,16 +184,24 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 
 /// PASSIVE checkpoints run concurrently with the writer (they never take
-/// the write lock), so commits keep their latency; SQLite rewinds the WAL
-/// once a checkpoint has caught up and a new write begins. Under unbroken
+/// the write lock), so commits keep their latency. Once one has caught up,
+/// a TRUNCATE empties the log file (a writer waits for that only briefly). Under unbroken
 /// load it never catches up, so past [`WAL_TRUNCATE_FRAMES`] (64 MB at 4 KB
 /// pages) one TRUNCATE checkpoint briefly waits for the writer: a rare
 /// latency bump instead of an ever-growing file.
 fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
         let result = match passive {
-            Ok(frames) if frames > WAL_TRUNCATE_FRAMES => {
+            // Caught up (the queue is idle or between bursts): empty the
+            // log file too. Its old frames hold delivered messages, link
+            // tokens included, which must not outlive the delivery on disk.
+            Ok((frames, done)) if frames > 0 && frames == done => {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            }
+            Ok((frames, _)) if frames > WAL_TRUNCATE_FRAMES => {
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             }
             other => other.map(|_| ()),
@@ -298,6 +309,12 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
         .execute(params![seq, msg.content.len() as i64])?;
     let mut blob = conn.blob_open(rusqlite::MAIN_DB, "contents", "data", seq, false)?;
     blob.write_at(&msg.content, 0)?;
+    for link in &msg.links {
+        links::insert(conn, &msg.id, link)?;
+    }
+    for companion in &msg.companions {
+        insert_message(conn, companion)?;
+    }
     Ok(msg.id.clone())
 }
 
@@ -609,6 +626,45 @@ impl Store for SqliteStore {
             Ok(stats)
         })
     }
+
+    fn link_by_token(
+        &self,
+        token_hash: &str,
+    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn| links::by_token(conn, &hash))
+    }
+
+    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>> {
+        self.read(move |conn| links::list(conn, all))
+    }
+
+    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| links::revoke(conn, &id))
+    }
+
+    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.write(move |conn| links::expire(conn, now_ms))
+    }
+
+    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read(links::active_ids)
+    }
+
+    fn record_download(
+        &self,
+        link_id: &str,
+        outcome: &'static str,
+        ip: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>> {
+        let id = link_id.to_owned();
+        self.write(move |conn| links::record_download(conn, &id, outcome, ip.as_deref()))
+    }
+
+    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| links::purge(conn, before_ms))
+    }
 }
 
 #[cfg(test)]
@@ -623,6 +679,7 @@ mod tests {
             recipients: vec![format!("r{n}@example.org"), "x@example.org".into()],
             content: format!("Subject: {n}\r\n\r\nbody\r\n").into_bytes(),
             held: false,
+            ..NewMessage::default()
         }
     }
 

@@ -6,14 +6,21 @@
 //!    fields), `From:` rewrite to the system sender keeping the display
 //!    name, `Reply-To:` to the staff member, Mailjet tracking off and
 //!    `X-MJ-CustomID: <queue id>`.
-//! 2. [`received`]: the gateway's `Received:` on top.
+//! 2. [`documents`]: attachments out, links in ([`attachments`] finds and
+//!    cuts, [`linkblock`] writes the list of links; async, as each document
+//!    is sealed in the vault). Run by the session after step 1, since it
+//!    needs the staff member's address that step 1 settles.
+//! 3. [`received`]: the gateway's `Received:` on top.
 //!
 //! DKIM signing (`crate::dkim`) follows, and must stay last.
 //!
 //! Config keys: `[sender]`, `[privacy]`, account `reply_to`,
 //! `reply_to_header`, `copy_to_sender`.
 
+pub mod attachments;
+pub mod documents;
 pub mod headers;
+pub mod linkblock;
 pub mod received;
 
 pub use received::{Stamp, prepend_received, received_header};
@@ -38,6 +45,8 @@ pub struct Transformed {
     pub envelope_sender: Option<String>,
     /// The staff member's address, when a copy of the message goes there.
     pub copy_to: Option<String>,
+    /// The staff member's address (notices about documents go there).
+    pub staff_address: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +61,8 @@ pub enum TransformError {
 /// signer add in front (a few header fields and up to two signatures).
 pub const HEADROOM: usize = 8 * 1024;
 
+/// Step 1: the header block. The caller runs [`documents`] next, then
+/// [`prepend_received`].
 pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, TransformError> {
     let edited = headers::rewrite(ctx, &message)?;
     // In place: only the header block is rebuilt; the body moves within the
@@ -59,12 +70,12 @@ pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, Transfo
     let mut out = message;
     out.reserve(edited.header.len().saturating_sub(edited.replaces) + HEADROOM);
     out.splice(..edited.replaces, edited.header);
-    prepend_received(&mut out, &ctx.stamp);
     let sender = &ctx.config.sender;
     let copy = ctx.account.copy_to_sender.unwrap_or(sender.copy_to_sender);
     Ok(Transformed {
         message: out,
         envelope_sender: (sender.from == FromMode::Rewrite).then(|| sender.system_address.clone()),
-        copy_to: copy.then_some(edited.staff_address),
+        copy_to: copy.then(|| edited.staff_address.clone()),
+        staff_address: edited.staff_address,
     })
 }

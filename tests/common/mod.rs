@@ -527,6 +527,11 @@ pub struct GatewayConf {
     pub remove_headers: Vec<&'static str>,
     /// Raw TOML appended at the end (e.g. `[[dkim]]` blocks).
     pub extra_toml: String,
+    /// `[attachments] mode`; the link service listens on `link_port`.
+    pub attachments_mode: &'static str,
+    pub link_port: u16,
+    /// Raw TOML lines appended to the `[attachments]` table.
+    pub attachments_extra: String,
 }
 
 impl GatewayConf {
@@ -550,6 +555,9 @@ impl GatewayConf {
             reply_to_mode: "keep",
             remove_headers: Vec::new(),
             extra_toml: String::new(),
+            attachments_mode: "link",
+            link_port: free_port(),
+            attachments_extra: String::new(),
         }
     }
 
@@ -666,6 +674,13 @@ impl Env {
         writeln!(t, "reply_to = {}", toml_str(c.reply_to_mode)).unwrap();
         writeln!(t, "system_address = \"noreply@example.com\"").unwrap();
         writeln!(t, "\n[log]\nformat = \"human\"\nlevel = \"debug\"").unwrap();
+        if !c.extra_toml.contains("[attachments]") {
+            writeln!(t, "\n[attachments]").unwrap();
+            writeln!(t, "mode = {}", toml_str(c.attachments_mode)).unwrap();
+            writeln!(t, "bind = \"127.0.0.1:{}\"", c.link_port).unwrap();
+            writeln!(t, "public_url = \"http://127.0.0.1:{}\"", c.link_port).unwrap();
+            t.push_str(&c.attachments_extra);
+        }
         // Gateways of parallel tests must not fight over the default admin
         // port; tests that want the endpoint configure it themselves.
         if !c.extra_toml.contains("[admin]") {
@@ -1403,6 +1418,8 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body as received (downloads are binary).
+    pub bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -1417,15 +1434,66 @@ impl HttpResponse {
 /// `GET path` on 127.0.0.1:port with `Connection: close` and optional basic
 /// auth; bounded to 10 s. `Err` when the connection fails.
 pub fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> io::Result<HttpResponse> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut extra = Vec::new();
     if let Some((user, pass)) = auth {
         let token = base64(format!("{user}:{pass}").as_bytes());
-        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+        extra.push(("Authorization".to_string(), format!("Basic {token}")));
+    }
+    http_request(port, "GET", path, &extra, b"")
+}
+
+/// A form `POST` (`application/x-www-form-urlencoded`) with extra headers.
+pub fn http_post_form(
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    fields: &[(&str, &str)],
+) -> io::Result<HttpResponse> {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect();
+    let mut all = headers.to_vec();
+    all.push((
+        "Content-Type".into(),
+        "application/x-www-form-urlencoded".into(),
+    ));
+    http_request(port, "POST", path, &all, body.join("&").as_bytes())
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request with `Connection: close`, bounded to 10 s.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw
@@ -1454,6 +1522,7 @@ pub fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> io::Result
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body,
     })
 }
 

@@ -1,0 +1,98 @@
+//! `schleuse links list|revoke`: the stored documents and their links,
+//! against the same database and document directory the gateway uses.
+//! A revocation takes effect at once, also for a running gateway: the row
+//! is a tombstone and the file is gone before the command returns.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::links::vault::Vault;
+use crate::store::{LinkState, Store, StoreError};
+
+fn time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1}K", b as f64 / (1 << 10) as f64),
+        b => format!("{b}"),
+    }
+}
+
+pub async fn list(store: &dyn Store, all: bool, json: bool) -> anyhow::Result<()> {
+    let links = store.links(all).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&links)?);
+        return Ok(());
+    }
+    if links.is_empty() {
+        println!(
+            "{}",
+            if all {
+                "no links"
+            } else {
+                "no active links (--all shows expired and revoked ones)"
+            }
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = links
+        .iter()
+        .map(|l| {
+            let name = if l.state == LinkState::Active {
+                l.file_name.clone()
+            } else {
+                "-".into()
+            };
+            vec![
+                l.id.clone(),
+                l.state.to_string(),
+                name,
+                if l.state == LinkState::Active {
+                    size(l.size)
+                } else {
+                    "-".into()
+                },
+                time(l.created_at),
+                time(l.expires_at),
+                if l.protected { "yes" } else { "no" }.into(),
+                l.downloads.to_string(),
+                l.message_id.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table(
+            &[
+                "ID",
+                "STATE",
+                "FILE",
+                "SIZE",
+                "CREATED",
+                "EXPIRES",
+                "PASSWORD",
+                "DOWNLOADS",
+                "MESSAGE",
+            ],
+            &rows
+        )
+    );
+    println!("{} link(s)", links.len());
+    Ok(())
+}
+
+pub async fn revoke(vault: &Vault, id: &str) -> anyhow::Result<()> {
+    match vault.revoke(id).await {
+        Ok(()) => {
+            println!("link {id} revoked: the document is deleted and the link answers 410 Gone");
+            Ok(())
+        }
+        Err(crate::links::VaultError::Store(StoreError::LinkNotFound(_))) => {
+            anyhow::bail!("no link with id {id} (see `schleuse links list --all`)")
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,126 @@
+//! The link side's background work under `schleuse run`: the HTTP service,
+//! the purge of expired documents, and the first-download notices.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::notice::DownloadNotice as NoticeMail;
+use super::service::{self, ServiceOptions};
+use super::vault::NoticeHook;
+use crate::config::{AttachmentMode, Config};
+use crate::server::Shared;
+use crate::store::{DownloadNotice, NewMessage, new_queue_id};
+
+/// Binds the link service's port when links are on; a port that cannot be
+/// bound stops the start, like an SMTP listener's.
+pub async fn bind(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    if config.attachments.mode != AttachmentMode::Link {
+        return Ok(None);
+    }
+    let addr = config.attachments.bind;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("link service ([attachments] bind = {addr})"))?;
+    tracing::info!(
+        "link service on http://{addr}, links point to {}",
+        config.attachments.link_url("…")
+    );
+    Ok(Some(listener))
+}
+
+pub fn spawn_service(shared: Arc<Shared>, listener: TcpListener) -> JoinHandle<()> {
+    let cfg = shared.config().attachments.clone();
+    let opts = ServiceOptions {
+        language: cfg.language,
+        trusted_proxies: cfg.trusted_proxies,
+        log_client_ip: cfg.log_client_ip,
+        attempts_per_link: cfg.password_attempts_per_link,
+        attempts_per_ip: cfg.password_attempts_per_ip,
+    };
+    let router = service::router(shared.vault.clone(), opts);
+    let mut stop = shared.shutdown_signal();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = service::serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "link service stopped");
+        }
+    })
+}
+
+/// Expires documents every `purge_interval` (read anew each round, so a
+/// reload takes effect).
+pub fn spawn_purge(shared: Arc<Shared>) {
+    let mut stop = shared.shutdown_signal();
+    tokio::spawn(async move {
+        loop {
+            let cfg = shared.config();
+            match shared.vault.purge(cfg.attachments.keep_expired).await {
+                Ok(p) if p.expired + p.orphans + p.tombstones > 0 => tracing::info!(
+                    expired = p.expired,
+                    orphans = p.orphans,
+                    old_records = p.tombstones,
+                    "document purge"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "document purge failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.attachments.purge_interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+/// The vault reports first downloads here; the notice is sent from a task
+/// of its own so the download itself never waits for it.
+pub fn notice_channel() -> (NoticeHook, mpsc::UnboundedReceiver<DownloadNotice>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let hook: NoticeHook = Arc::new(move |n| {
+        let _ = tx.send(n);
+    });
+    (hook, rx)
+}
+
+pub fn spawn_notices(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DownloadNotice>) {
+    tokio::spawn(async move {
+        while let Some(n) = rx.recv().await {
+            let config = shared.config();
+            let system = &config.sender.system_address;
+            let mut content = NoticeMail {
+                language: config.attachments.language,
+                from: system,
+                to: &n.notify_to,
+                queue_id: &n.message_id,
+                link_id: &n.link_id,
+                file_name: &n.file_name,
+            }
+            .render();
+            if let Ok(Some(signature)) = shared.dkim().sign(&content) {
+                content.splice(0..0, signature);
+            }
+            let msg = NewMessage {
+                id: new_queue_id(),
+                account: n.account.clone(),
+                sender: system.clone(),
+                recipients: vec![n.notify_to.clone()],
+                content,
+                ..NewMessage::default()
+            };
+            match shared.queue.submit(msg).await {
+                Ok(id) => {
+                    tracing::info!(link = %n.link_id, queue_id = %id, "first-download notice queued")
+                }
+                Err(e) => {
+                    tracing::error!(link = %n.link_id, error = %e, "cannot queue the first-download notice")
+                }
+            }
+        }
+    });
+}
