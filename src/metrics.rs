@@ -53,9 +53,15 @@ pub const QUEUE_MESSAGES: &str = "schleuse_queue_messages";
 pub const QUEUE_OLDEST_AGE: &str = "schleuse_queue_oldest_age_seconds";
 pub const UPSTREAM_BREAKER_OPEN: &str = "schleuse_upstream_breaker_open";
 pub const DKIM_SIGNATURES: &str = "schleuse_dkim_signatures_total";
+pub const DOCUMENTS_STORED: &str = "schleuse_documents_stored_total";
+pub const DOCUMENTS_PURGED: &str = "schleuse_documents_purged_total";
+pub const LINK_DOWNLOADS: &str = "schleuse_link_downloads_total";
+
+/// Every `outcome` of [`LINK_DOWNLOADS`] (`crate::links::DownloadOutcome`).
+pub const DOWNLOAD_OUTCOMES: [&str; 4] = ["downloaded", "wrong_password", "rate_limited", "gone"];
 
 /// Every `reason` of [`MESSAGES_REJECTED`]; see [`Reply::rejection_reason`].
-pub const REJECT_REASONS: [&str; 10] = [
+pub const REJECT_REASONS: [&str; 11] = [
     "auth_required",
     "sender_denied",
     "from_denied",
@@ -65,6 +71,7 @@ pub const REJECT_REASONS: [&str; 10] = [
     "no_from",
     "storage",
     "dkim",
+    "documents",
     "other",
 ];
 
@@ -171,6 +178,18 @@ fn describe() {
         DKIM_SIGNATURES,
         "Messages DKIM-signed, or passed on unsigned (no key for the From: domain)."
     );
+    describe_counter!(
+        DOCUMENTS_STORED,
+        "Attachments taken out of messages and stored encrypted behind a link."
+    );
+    describe_counter!(
+        DOCUMENTS_PURGED,
+        "Stored documents deleted, by reason (expired, orphan)."
+    );
+    describe_counter!(
+        LINK_DOWNLOADS,
+        "Download attempts on the link service, by outcome."
+    );
 }
 
 fn zero() {
@@ -182,8 +201,15 @@ fn zero() {
         MESSAGES_DEFERRED,
         MESSAGES_BOUNCED,
         DSN_SENT,
+        DOCUMENTS_STORED,
     ] {
         counter!(c).increment(0);
+    }
+    for o in DOWNLOAD_OUTCOMES {
+        counter!(LINK_DOWNLOADS, "outcome" => o).increment(0);
+    }
+    for r in ["expired", "orphan"] {
+        counter!(DOCUMENTS_PURGED, "reason" => r).increment(0);
     }
     for r in ["ok", "failed", "timeout"] {
         counter!(SMTP_TLS_HANDSHAKES, "result" => r).increment(0);
@@ -225,6 +251,26 @@ pub fn accepted() {
 /// One refusal; the reason label comes from the reply.
 pub fn rejected(reply: &Reply) {
     counter!(MESSAGES_REJECTED, "reason" => reply.rejection_reason()).increment(1);
+}
+
+/// One refusal by the documents stage (attachments refused, signed mail
+/// that would need changing, a bad control header, the document store).
+pub fn rejected_documents() {
+    counter!(MESSAGES_REJECTED, "reason" => "documents").increment(1);
+}
+
+/// Documents sealed for one accepted message.
+pub fn documents_stored(n: usize) {
+    counter!(DOCUMENTS_STORED).increment(n as u64);
+}
+
+pub fn documents_purged(expired: usize, orphans: usize) {
+    counter!(DOCUMENTS_PURGED, "reason" => "expired").increment(expired as u64);
+    counter!(DOCUMENTS_PURGED, "reason" => "orphan").increment(orphans as u64);
+}
+
+pub fn link_download(outcome: &'static str) {
+    counter!(LINK_DOWNLOADS, "outcome" => outcome).increment(1);
 }
 
 /// One delivery attempt of a message that had `attempts` before it.
@@ -294,6 +340,9 @@ mod tests {
             MESSAGES_BOUNCED,
             DSN_SENT,
             DKIM_SIGNATURES,
+            DOCUMENTS_STORED,
+            DOCUMENTS_PURGED,
+            LINK_DOWNLOADS,
         ];
         for name in counters {
             assert!(

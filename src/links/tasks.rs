@@ -61,12 +61,15 @@ pub fn spawn_purge(shared: Arc<Shared>) {
         loop {
             let cfg = shared.config();
             match shared.vault.purge(cfg.attachments.keep_expired).await {
-                Ok(p) if p.expired + p.orphans + p.tombstones > 0 => tracing::info!(
+                Ok(p) if p.expired + p.orphans + p.tombstones > 0 => {
+                    crate::metrics::documents_purged(p.expired, p.orphans);
+                    tracing::info!(
                     expired = p.expired,
                     orphans = p.orphans,
                     old_records = p.tombstones,
                     "document purge"
-                ),
+                    );
+                }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "document purge failed"),
             }

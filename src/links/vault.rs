@@ -274,6 +274,7 @@ impl super::Documents for Vault {
         ip: Option<IpAddr>,
     ) -> BoxFuture<'_, Result<(), VaultError>> {
         let id = link_id.to_owned();
+        crate::metrics::link_download(outcome.as_str());
         Box::pin(async move {
             let notice = self
                 .store

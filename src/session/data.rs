@@ -190,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.log_rejection("documents", &r);
                 } else {
                     tracing::error!(session = %self.origin.session_id, error = %e, "cannot store documents");
-                    crate::metrics::rejected(&r);
+                    crate::metrics::rejected_documents();
                 }
                 return r;
             }
@@ -266,6 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match self.shared.queue.submit(msg).await {
             Ok(id) => {
                 crate::metrics::accepted();
+                crate::metrics::documents_stored(documents);
                 tracing::info!(
                     session = %self.origin.session_id,
                     queue_id = %id,

@@ -362,7 +362,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Logs a refused MAIL, RCPT or message, and counts it by reason.
     fn log_rejection(&self, stage: &'static str, r: &Reply) {
-        crate::metrics::rejected(r);
+        if stage == "documents" {
+            crate::metrics::rejected_documents();
+        } else {
+            crate::metrics::rejected(r);
+        }
         tracing::info!(
             session = %self.origin.session_id,
             account = self.account.as_ref().map(|a| a.name.as_str()).unwrap_or("-"),
