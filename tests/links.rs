@@ -469,3 +469,48 @@ fn a_document_acknowledged_before_kill_9_is_still_served_after_restart() {
     .expect("served after restart");
     assert!(got.bytes == pdf);
 }
+
+#[test]
+fn the_staff_member_hears_of_the_first_download_only() {
+    let w = world(|c| {
+        c.attachments_extra = "notify_first_download = true\n".into();
+    });
+    let pdf = document(3000);
+    let relayed = send_one(&w, &message_with_pdf("", &pdf));
+    let port = link_port(&w);
+    let token = tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
+    // Looking at the page is not a download.
+    assert_eq!(http_get(port, &format!("/d/{token}"), None).expect("page").status, 200);
+    assert!(download(port, &token, None).bytes == pdf);
+    assert!(download(port, &token, None).bytes == pdf);
+    let got = w.up().wait_for(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "{}", w.gw.log());
+    let notice = &got[1];
+    assert_eq!(notice.rcpt_tos, vec!["app@example.com".to_string()]);
+    let text = plain_and_html(&notice.eml).0;
+    assert!(text.contains("Bescheid Müller.pdf"), "{text}");
+    assert!(!text.contains(&token), "the notice must not carry the link");
+    // The second download sends nothing more.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(w.up().messages().len(), 2);
+    let json = output_text(&w.env.cli(&["links", "list", "--json"], None));
+    assert!(json.contains("\"downloads\": 2"), "{json}");
+}
+
+#[test]
+fn deleting_a_queued_message_revokes_its_links() {
+    let mut conf = GatewayConf::outbox();
+    conf.sending = "paused";
+    let w = World::without_upstream(conf);
+    let mut c = w.client();
+    let r = c.send("app@example.com", &["eltern@example.org"], &message_with_pdf("", PDF));
+    assert_eq!(r.code, 250);
+    c.quit();
+    let id = r.last_word();
+    let listed = output_text(&w.env.cli(&["links", "list"], None));
+    assert!(listed.contains(&id), "{listed}");
+    let deleted = w.env.cli(&["queue", "delete", &id], None);
+    assert!(deleted.status.success(), "{}", output_text(&deleted));
+    let after = output_text(&w.env.cli(&["links", "list", "--all"], None));
+    assert!(after.contains("revoked"), "{after}");
+}

@@ -228,7 +228,8 @@ pub trait Store: Send + Sync + 'static {
     fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Makes a queued message due now.
     fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Removes a message that is not final, content and all.
+    /// Removes a message that is not final, content and all; its links are
+    /// revoked (nobody received them).
     fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Makes every queued message due now; returns how many.
     fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>>;

@@ -577,6 +577,9 @@ impl Store for SqliteStore {
                 });
             }
             conn.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+            // Its documents were never sent: their links go with it (the
+            // purge deletes the files of links that are no longer active).
+            links::revoke_for_message(conn, &id)?;
             Ok(())
         })
     }

@@ -126,6 +126,14 @@ pub(super) fn revoke(conn: &Connection, id: &str) -> Result<(), StoreError> {
     }
 }
 
+pub(super) fn revoke_for_message(conn: &Connection, message_id: &str) -> Result<usize, StoreError> {
+    let sql = format!(
+        "UPDATE links SET state = 'revoked', ended_at = ?2, {TOMBSTONE}
+         WHERE message_id = ?1 AND state = 'active'"
+    );
+    Ok(conn.execute(&sql, params![message_id, now_ms()])?)
+}
+
 pub(super) fn expire(conn: &Connection, now: i64) -> Result<Vec<String>, StoreError> {
     let ids = conn
         .prepare_cached("SELECT id FROM links WHERE state = 'active' AND expires_at <= ?1")?
