@@ -72,6 +72,8 @@ pub struct Config {
     pub sender: SenderSection,
     #[serde(default)]
     pub attachments: Attachments,
+    #[serde(default)]
+    pub retention: Retention,
     /// DKIM keys; two entries for one domain (Ed25519 and RSA) sign twice.
     #[serde(default, rename = "dkim")]
     pub dkim: Vec<DkimKey>,
@@ -350,6 +352,44 @@ pub struct Privacy {
     /// Keep client-supplied `X-Mailjet-*` / `X-MJ-*` headers (dropped by
     /// default: they steer the relay, which is the gateway's job).
     pub allow_mailjet_headers: bool,
+    /// How the delivery log keeps recipients once a message is final.
+    pub log_recipients: LogRecipients,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRecipients {
+    /// A keyed hash (HMAC, key in `data_dir/log.key`); `gdpr export` can
+    /// still find an address, the database alone does not list them.
+    Pseudonymised,
+    Clear,
+}
+
+/// How long records are kept (SPEC §7); a background purge enforces it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Delivery-log entries of final messages (times, account, sizes,
+    /// per-recipient status and replies, documents).
+    #[serde(deserialize_with = "duration")]
+    pub delivery_log: Duration,
+    /// The download log, and the tombstones that make expired or revoked
+    /// links answer `410` rather than `404`.
+    #[serde(deserialize_with = "duration")]
+    pub downloads: Duration,
+    /// How often the purge runs.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            delivery_log: Duration::from_secs(90 * 86_400),
+            downloads: Duration::from_secs(90 * 86_400),
+            interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for Privacy {
@@ -366,6 +406,7 @@ impl Default for Privacy {
             .to_vec(),
             tracking: false,
             allow_mailjet_headers: false,
+            log_recipients: LogRecipients::Pseudonymised,
         }
     }
 }
@@ -532,6 +573,7 @@ impl Default for Config {
             privacy: Privacy::default(),
             sender: SenderSection::default(),
             attachments: Attachments::default(),
+            retention: Retention::default(),
             dkim: Vec::new(),
             dns: Dns::default(),
             log: Log::default(),
@@ -608,6 +650,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Err((key, reason)) = self.attachments.check() {
             return Err(self.invalid(key, reason));
+        }
+        if self.retention.interval.is_zero() {
+            return Err(self.invalid("retention.interval", "must be longer than zero"));
         }
         if self.server.hostname.trim().is_empty() {
             return Err(self.invalid("server.hostname", "must not be empty"));

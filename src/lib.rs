@@ -32,6 +32,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod retention;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -56,6 +56,22 @@ enum Command {
     /// Stored documents and their links
     #[command(subcommand)]
     Links(LinksCommand),
+    /// Rights of data subjects: everything held about an address
+    #[command(subcommand)]
+    Gdpr(GdprCommand),
+}
+
+#[derive(Subcommand)]
+enum GdprCommand {
+    /// Print, as JSON, everything held about ADDR (Art. 15)
+    Export { address: String },
+    /// Delete everything held about ADDR, queued mail included (Art. 17)
+    Erase {
+        address: String,
+        /// Really erase (without it, only say what would go)
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -274,6 +290,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             let store = open_store(&config)?;
             rt.block_on(queue_command(store.as_ref(), cmd))
+        }
+        Command::Gdpr(cmd) => {
+            let config = source.load_for_admin()?;
+            let rt = runtime()?;
+            let store = open_store(&config)?;
+            match cmd {
+                GdprCommand::Export { address } => {
+                    rt.block_on(admin::gdpr::export(store.as_ref(), &address))
+                }
+                GdprCommand::Erase { address, yes } => {
+                    let files = schleuse::store::documents::LocalFiles::open(
+                        &config.server.data_dir.join("documents"),
+                    )?;
+                    rt.block_on(admin::gdpr::erase(store.as_ref(), &files, &address, yes))
+                }
+            }
         }
         Command::Links(cmd) => {
             let config = source.load_for_admin()?;

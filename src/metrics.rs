@@ -56,6 +56,7 @@ pub const DKIM_SIGNATURES: &str = "schleuse_dkim_signatures_total";
 pub const DOCUMENTS_STORED: &str = "schleuse_documents_stored_total";
 pub const DOCUMENTS_PURGED: &str = "schleuse_documents_purged_total";
 pub const LINK_DOWNLOADS: &str = "schleuse_link_downloads_total";
+pub const OLDEST_RECORD_AGE: &str = "schleuse_oldest_record_age_seconds";
 
 /// Every `outcome` of [`LINK_DOWNLOADS`] (`crate::links::DownloadOutcome`).
 pub const DOWNLOAD_OUTCOMES: [&str; 4] = ["downloaded", "wrong_password", "rate_limited", "gone"];
@@ -186,6 +187,10 @@ fn describe() {
         DOCUMENTS_PURGED,
         "Stored documents deleted, by reason (expired, orphan)."
     );
+    describe_gauge!(
+        OLDEST_RECORD_AGE,
+        "Age of the oldest delivery-log or download-log record held (retention)."
+    );
     describe_counter!(
         LINK_DOWNLOADS,
         "Download attempts on the link service, by outcome."
@@ -267,6 +272,12 @@ pub fn documents_stored(n: usize) {
 pub fn documents_purged(expired: usize, orphans: usize) {
     counter!(DOCUMENTS_PURGED, "reason" => "expired").increment(expired as u64);
     counter!(DOCUMENTS_PURGED, "reason" => "orphan").increment(orphans as u64);
+}
+
+/// The age of the oldest record held, from its write time (Unix ms).
+pub fn oldest_record(at: Option<i64>) {
+    let age_ms = at.map_or(0, |at| now_ms().saturating_sub(at).max(0));
+    gauge!(OLDEST_RECORD_AGE).set(age_ms as f64 / 1000.0);
 }
 
 pub fn link_download(outcome: &'static str) {
@@ -355,6 +366,7 @@ mod tests {
             QUEUE_MESSAGES,
             QUEUE_OLDEST_AGE,
             UPSTREAM_BREAKER_OPEN,
+            OLDEST_RECORD_AGE,
         ] {
             assert!(
                 name.starts_with("schleuse_") && !name.ends_with("_total"),

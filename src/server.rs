@@ -22,11 +22,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::{Account, Accounts};
 use crate::admin::endpoint::Endpoint;
-use crate::config::{AttachmentMode, Config, ListenerTls, UpstreamMode};
+use crate::config::{AttachmentMode, Config, ListenerTls, LogRecipients, UpstreamMode};
 use crate::dkim::Signer;
 use crate::links::vault::Vault;
 use crate::listener::Connections;
 use crate::queue::Queue;
+use crate::store::Store;
 use crate::store::documents::LocalFiles;
 use crate::store::sqlite::SqliteStore;
 use crate::{delivery, links, listener, tls};
@@ -233,6 +234,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         );
     }
     let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
+    store.set_clear_recipients(config.privacy.log_recipients == LogRecipients::Clear);
     tracing::info!(db = %store.path().display(), "queue store opened (SQLite, WAL, fsync per commit)");
     let files = LocalFiles::open(&config.server.data_dir.join("documents"))?;
     tracing::info!(dir = %files.dir().display(), "document store opened (AES-256-GCM, key per link, never stored)");
@@ -280,6 +282,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     );
     let link_service = link_listener.map(|l| links::tasks::spawn_service(Arc::clone(&shared), l));
     links::tasks::spawn_purge(Arc::clone(&shared));
+    crate::retention::spawn(Arc::clone(&shared));
     links::tasks::spawn_notices(Arc::clone(&shared), notice_rx);
 
     let admin = admin.map(|endpoint| endpoint.spawn(Arc::clone(&shared), bound_addrs));
@@ -392,6 +395,10 @@ fn reload(source: &ConfigSource, shared: &Shared) {
             }
             let n = accounts.accounts.len();
             log_dkim(&config, &dkim);
+            shared
+                .queue
+                .store()
+                .set_clear_recipients(config.privacy.log_recipients == LogRecipients::Clear);
             shared.replace(config, accounts, tls, dkim);
             tracing::info!(accounts = n, "configuration reloaded");
         }

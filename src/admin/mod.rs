@@ -5,6 +5,7 @@
 //! And the running gateway's HTTP [`endpoint`] for monitoring.
 
 pub mod endpoint;
+pub mod gdpr;
 pub mod links;
 pub mod queue;
 pub mod user;

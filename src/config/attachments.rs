@@ -82,10 +82,6 @@ pub struct Attachments {
     /// How often expired documents are deleted.
     #[serde(deserialize_with = "duration")]
     pub purge_interval: Duration,
-    /// How long an expired or revoked link still answers `410` (instead of
-    /// `404`), and how long the download log is kept.
-    #[serde(deserialize_with = "duration")]
-    pub keep_expired: Duration,
 }
 
 impl Default for Attachments {
@@ -109,7 +105,6 @@ impl Default for Attachments {
             password_attempts_per_link: 5,
             password_attempts_per_ip: 20,
             purge_interval: Duration::from_secs(60),
-            keep_expired: Duration::from_secs(90 * 86_400),
         }
     }
 }

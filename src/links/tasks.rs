@@ -60,14 +60,14 @@ pub fn spawn_purge(shared: Arc<Shared>) {
     tokio::spawn(async move {
         loop {
             let cfg = shared.config();
-            match shared.vault.purge(cfg.attachments.keep_expired).await {
+            match shared.vault.purge(cfg.retention.downloads).await {
                 Ok(p) if p.expired + p.orphans + p.tombstones > 0 => {
                     crate::metrics::documents_purged(p.expired, p.orphans);
                     tracing::info!(
-                    expired = p.expired,
-                    orphans = p.orphans,
-                    old_records = p.tombstones,
-                    "document purge"
+                        expired = p.expired,
+                        orphans = p.orphans,
+                        old_records = p.tombstones,
+                        "document purge"
                     );
                 }
                 Ok(_) => {}

@@ -27,6 +27,11 @@ use super::{
 };
 
 mod links;
+mod log;
+
+use super::pseudonym::Pseudonymizer;
+use super::{Erased, SubjectRecords};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Upper bound of jobs per transaction: keeps one batch's latency bounded.
 const MAX_BATCH: usize = 512;
@@ -76,6 +81,9 @@ pub struct SqliteStore {
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoint_stop: mpsc::Sender<()>,
     path: PathBuf,
+    pseudonyms: Pseudonymizer,
+    /// `log_recipients = "clear"`: keep recipients in clear once final.
+    clear_recipients: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -89,6 +97,11 @@ impl SqliteStore {
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch(links::SCHEMA)?;
+        writer.execute_batch(log::SCHEMA)?;
+        let pseudonyms = Pseudonymizer::load_or_create(data_dir).map_err(|e| StoreError::Io {
+            path: data_dir.join(super::pseudonym::KEY_FILE),
+            cause: std::io::Error::other(e.to_string()),
+        })?;
         let reader = open_connection(&path)?;
         let checkpointer = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -110,6 +123,8 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             _checkpoint_stop: stop,
             path,
+            pseudonyms,
+            clear_recipients: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -417,6 +432,7 @@ fn apply_attempt(
     conn: &Connection,
     id: &str,
     update: &AttemptUpdate,
+    pseudonyms: Option<&Pseudonymizer>,
 ) -> Result<MessageState, StoreError> {
     let (seq, state) = lookup(conn, id)?;
     if !matches!(state, MessageState::Queued | MessageState::Held) {
@@ -435,6 +451,22 @@ fn apply_attempt(
     for (address, rstate, reply) in &update.recipients {
         stmt.execute(params![rstate.as_str(), reply, seq, address])?;
     }
+    let count = |want: RecipientState| update.recipients.iter().filter(|r| r.1 == want).count();
+    let summary = update
+        .error
+        .as_deref()
+        .or_else(|| update.recipients.first().map(|r| r.2.as_str()));
+    log::record_attempt(
+        conn,
+        seq,
+        now_ms(),
+        (
+            count(RecipientState::Delivered),
+            count(RecipientState::Pending),
+            count(RecipientState::Failed),
+        ),
+        summary,
+    )?;
     let pending: i64 = conn.query_row(
         "SELECT count(*) FROM recipients WHERE message_seq = ?1 AND state = 'pending'",
         [seq],
@@ -474,6 +506,9 @@ fn apply_attempt(
                 params![fin.as_str(), update.error, now, seq],
             )?;
             conn.execute("DELETE FROM contents WHERE message_seq = ?1", [seq])?;
+            if let Some(p) = pseudonyms {
+                log::pseudonymise(conn, seq, p)?;
+            }
             fin
         }
     };
@@ -538,7 +573,9 @@ impl Store for SqliteStore {
         update: AttemptUpdate,
     ) -> BoxFuture<'_, Result<MessageState, StoreError>> {
         let id = id.to_owned();
-        self.write(move |conn| apply_attempt(conn, &id, &update))
+        let pseudonyms =
+            (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone());
+        self.write(move |conn| apply_attempt(conn, &id, &update, pseudonyms.as_ref()))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
@@ -667,6 +704,30 @@ impl Store for SqliteStore {
 
     fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
         self.write(move |conn| links::purge(conn, before_ms))
+    }
+
+    fn set_clear_recipients(&self, clear: bool) {
+        self.clear_recipients.store(clear, Ordering::Relaxed);
+    }
+
+    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| log::purge(conn, before_ms))
+    }
+
+    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.read(log::oldest)
+    }
+
+    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.read(move |conn| log::subject(conn, &address, &pseudonym))
+    }
+
+    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.write(move |conn| log::erase(conn, &address, &pseudonym))
     }
 }
 
