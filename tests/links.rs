@@ -480,7 +480,12 @@ fn the_staff_member_hears_of_the_first_download_only() {
     let port = link_port(&w);
     let token = tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
     // Looking at the page is not a download.
-    assert_eq!(http_get(port, &format!("/d/{token}"), None).expect("page").status, 200);
+    assert_eq!(
+        http_get(port, &format!("/d/{token}"), None)
+            .expect("page")
+            .status,
+        200
+    );
     assert!(download(port, &token, None).bytes == pdf);
     assert!(download(port, &token, None).bytes == pdf);
     let got = w.up().wait_for(2, Duration::from_secs(30));
@@ -503,7 +508,11 @@ fn deleting_a_queued_message_revokes_its_links() {
     conf.sending = "paused";
     let w = World::without_upstream(conf);
     let mut c = w.client();
-    let r = c.send("app@example.com", &["eltern@example.org"], &message_with_pdf("", PDF));
+    let r = c.send(
+        "app@example.com",
+        &["eltern@example.org"],
+        &message_with_pdf("", PDF),
+    );
     assert_eq!(r.code, 250);
     c.quit();
     let id = r.last_word();
