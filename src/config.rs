@@ -354,6 +354,26 @@ pub struct Privacy {
     pub allow_mailjet_headers: bool,
     /// How the delivery log keeps recipients once a message is final.
     pub log_recipients: LogRecipients,
+    /// What a message whose text looks like it carries personal data
+    /// (IBAN, phone, date of birth, address, tax id, health terms) gets.
+    pub pii: PiiPolicy,
+    /// Where the staff member's own signature starts (not scanned).
+    pub signature_marker: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiPolicy {
+    Off,
+    /// Relay; note the categories in the log.
+    Tag,
+    /// Relay; tell the staff member which categories were found (never the
+    /// data itself).
+    Warn,
+    /// Accept but hold for an admin (`schleuse queue release`).
+    Hold,
+    /// Refuse with `550 5.7.1`, naming the categories.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -407,6 +427,8 @@ impl Default for Privacy {
             tracking: false,
             allow_mailjet_headers: false,
             log_recipients: LogRecipients::Pseudonymised,
+            pii: PiiPolicy::Warn,
+            signature_marker: "-- ".into(),
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod privacy;
 pub mod queue;
 pub mod retention;
 pub mod server;

@@ -62,7 +62,7 @@ pub const OLDEST_RECORD_AGE: &str = "schleuse_oldest_record_age_seconds";
 pub const DOWNLOAD_OUTCOMES: [&str; 4] = ["downloaded", "wrong_password", "rate_limited", "gone"];
 
 /// Every `reason` of [`MESSAGES_REJECTED`]; see [`Reply::rejection_reason`].
-pub const REJECT_REASONS: [&str; 11] = [
+pub const REJECT_REASONS: [&str; 12] = [
     "auth_required",
     "sender_denied",
     "from_denied",
@@ -73,6 +73,7 @@ pub const REJECT_REASONS: [&str; 11] = [
     "storage",
     "dkim",
     "documents",
+    "pii",
     "other",
 ];
 
@@ -258,10 +259,11 @@ pub fn rejected(reply: &Reply) {
     counter!(MESSAGES_REJECTED, "reason" => reply.rejection_reason()).increment(1);
 }
 
-/// One refusal by the documents stage (attachments refused, signed mail
-/// that would need changing, a bad control header, the document store).
-pub fn rejected_documents() {
-    counter!(MESSAGES_REJECTED, "reason" => "documents").increment(1);
+/// One refusal by a stage whose replies vary: `documents` (attachments
+/// refused, signed mail that would need changing, a bad control header, the
+/// document store) or `pii` (personal data in the text).
+pub fn rejected_stage(stage: &'static str) {
+    counter!(MESSAGES_REJECTED, "reason" => stage).increment(1);
 }
 
 /// Documents sealed for one accepted message.

@@ -110,6 +110,9 @@ pub async fn show(store: &dyn Store, id: &str, json: bool) -> anyhow::Result<()>
     if let Some(e) = &m.last_error {
         println!("last error:   {e}");
     }
+    if let Some(n) = &m.note {
+        println!("note:         {n}");
+    }
     let rows: Vec<Vec<String>> = m
         .recipients
         .iter()

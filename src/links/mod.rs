@@ -14,9 +14,13 @@
 //! - [`vault`]: seals new documents and opens them for the service.
 //! - [`service`] / [`page`]: the HTTP side (axum), pages in German or English.
 
+mod client;
 pub mod crypto;
+pub mod format;
+mod limiter;
 pub mod notice;
 pub mod page;
+mod response;
 pub mod service;
 pub mod tasks;
 pub mod vault;

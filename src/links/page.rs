@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+pub use super::format::{date, human_size, is_bidi_control};
 use super::{Language, LinkView};
 
 /// The only style of every page. The service allows it by hash, so any
@@ -272,78 +273,6 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Characters that reorder the text around them when displayed.
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
-}
-
-/// A size for people: `812 Bytes`, `1,5 MB` (German) or `1.5 MB` (English).
-///
-/// Units are binary (1 KB = 1024 bytes), like the sizes in the config file,
-/// so a document at a `25MB` limit shows as "25 MB".
-pub fn human_size(bytes: u64, lang: Language) -> String {
-    const UNITS: [&str; 6] = ["KB", "MB", "GB", "TB", "PB", "EB"];
-    let de = lang == Language::De;
-    if bytes < 1024 {
-        return match (bytes, de) {
-            (1, true) => "1 Byte".to_owned(),
-            (_, true) => format!("{bytes} Bytes"),
-            (1, false) => "1 byte".to_owned(),
-            (_, false) => format!("{bytes} bytes"),
-        };
-    }
-    let bytes = u128::from(bytes);
-    let mut unit = 0;
-    let mut scale: u128 = 1024;
-    while unit + 1 < UNITS.len() && bytes >= scale * 1024 {
-        unit += 1;
-        scale *= 1024;
-    }
-    let mut tenths = (bytes * 10 + scale / 2) / scale;
-    // 1023.96 KB would round to "1024 KB"; show "1 MB" instead.
-    if tenths >= 10240 && unit + 1 < UNITS.len() {
-        unit += 1;
-        scale *= 1024;
-        tenths = (bytes * 10 + scale / 2) / scale;
-    }
-    let (whole, frac) = (tenths / 10, tenths % 10);
-    let unit = UNITS[unit];
-    match (frac, de) {
-        (0, _) => format!("{whole} {unit}"),
-        (_, true) => format!("{whole},{frac} {unit}"),
-        (_, false) => format!("{whole}.{frac} {unit}"),
-    }
-}
-
-/// A date (UTC) from Unix milliseconds: `31.12.2025` (German) or
-/// `2025-12-31` (English, ISO 8601, unambiguous across countries).
-pub fn date(unix_ms: i64, lang: Language) -> String {
-    let (y, m, d) = civil_from_days(unix_ms.div_euclid(86_400_000));
-    match lang {
-        Language::De => format!("{d:02}.{m:02}.{y:04}"),
-        Language::En => format!("{y:04}-{m:02}-{d:02}"),
-    }
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (H. Hinnant's algorithm); exact for every i64 day count that
-/// an i64 of milliseconds can produce.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// "in 3 Minuten" / "in 3 minutes"; whole minutes from one minute up, so a
 /// browser that retries a few seconds early is not refused again.
 fn wait_text(lang: Language, wait: Duration) -> String {
@@ -380,33 +309,6 @@ mod tests {
             expires_at: 1_767_139_200_000, // 2025-12-31T00:00:00Z
             protected,
         }
-    }
-
-    #[test]
-    fn sizes() {
-        let de = Language::De;
-        assert_eq!(human_size(0, de), "0 Bytes");
-        assert_eq!(human_size(1, de), "1 Byte");
-        assert_eq!(human_size(1023, de), "1023 Bytes");
-        assert_eq!(human_size(1024, de), "1 KB");
-        assert_eq!(human_size(1536, de), "1,5 KB");
-        assert_eq!(human_size(1_572_864, de), "1,5 MB");
-        assert_eq!(human_size(1_572_864, Language::En), "1.5 MB");
-        assert_eq!(human_size(25 << 20, de), "25 MB");
-        assert_eq!(human_size(1024 * 1024 - 1, de), "1 MB");
-        assert_eq!(human_size(u64::MAX, de), "16 EB");
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(date(0, Language::De), "01.01.1970");
-        assert_eq!(date(1_767_139_200_000, Language::De), "31.12.2025");
-        assert_eq!(date(1_767_225_599_999, Language::En), "2025-12-31");
-        assert_eq!(date(951_782_400_000, Language::De), "29.02.2000");
-        assert_eq!(date(-1, Language::En), "1969-12-31");
-        // Nonsense from a damaged row must still render, not panic.
-        let _ = date(i64::MIN, Language::De);
-        let _ = date(i64::MAX, Language::En);
     }
 
     #[test]

@@ -18,9 +18,31 @@ use crate::config::{MissingKey, Sending};
 use crate::dkim::{DkimError, Signer};
 use crate::links::notice::PasswordNotice;
 use crate::links::vault::Sealed;
+use crate::privacy::policy::Decision;
 use crate::store::{NewMessage, new_queue_id};
 use crate::transform::documents::{self, DocumentsError};
-use crate::{policy, transform};
+use crate::{policy, privacy, transform};
+
+/// Above this size the PII scan runs on the blocking pool.
+const PII_INLINE_MAX: usize = 128 * 1024;
+
+async fn pii_decision(body: &[u8], privacy: &crate::config::Privacy) -> Decision {
+    if body.len() <= PII_INLINE_MAX {
+        return privacy::policy::decide(body, privacy);
+    }
+    let (raw, privacy) = (body.to_vec(), privacy.clone());
+    tokio::task::spawn_blocking(move || privacy::policy::decide(&raw, &privacy))
+        .await
+        // The blocking pool is shutting down: nothing will be relayed anyway.
+        .unwrap_or(Decision::Pass)
+}
+
+fn subject_of(message: &[u8]) -> String {
+    mail_parser::MessageParser::new()
+        .parse_headers(message)
+        .and_then(|m| m.subject().map(str::to_owned))
+        .unwrap_or_default()
+}
 
 /// The SMTP answer for a message the documents stage could not take.
 fn documents_reply(e: &DocumentsError) -> Reply {
@@ -139,6 +161,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return r;
         }
 
+        let pii = pii_decision(&body, &self.config.privacy).await;
+        if let Decision::Reject { text } = &pii {
+            let r = Reply::owned(550, [5, 7, 1], text.clone());
+            self.log_rejection("pii", &r);
+            return r;
+        }
+
         let id = new_queue_id();
         let ctx = transform::Context {
             config: &self.config,
@@ -190,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.log_rejection("documents", &r);
                 } else {
                     tracing::error!(session = %self.origin.session_id, error = %e, "cannot store documents");
-                    crate::metrics::rejected_documents();
+                    crate::metrics::rejected_stage("documents");
                 }
                 return r;
             }
@@ -238,9 +267,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let size = body.len();
         let rcpts = recipients.len();
-        let held = self.shared.config().sending == Sending::Paused;
+        let held =
+            self.shared.config().sending == Sending::Paused || matches!(pii, Decision::Hold { .. });
         let documents = sealed.len();
-        let companions = match &taken.generated_password {
+        let mut companions = match &taken.generated_password {
             Some(password) => vec![self.password_notice(
                 &id,
                 &account.name,
@@ -253,6 +283,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             )],
             None => Vec::new(),
         };
+        if let Decision::Warn { categories, .. } = &pii {
+            companions.push(self.pii_notice(
+                &id,
+                &account.name,
+                &transformed.staff_address,
+                categories,
+                &body,
+            ));
+        }
+        let note = pii.note();
         let msg = NewMessage {
             id,
             account: account.name.clone(),
@@ -262,6 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             held,
             links: sealed.iter().map(|s| s.link.clone()).collect(),
             companions,
+            note: note.clone(),
         };
         match self.shared.queue.submit(msg).await {
             Ok(id) => {
@@ -275,6 +316,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     rcpts,
                     documents,
                     held,
+                    note = note.as_deref().unwrap_or(""),
                     "accepted"
                 );
                 Reply::owned(
@@ -308,10 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         expires_at: i64,
         message: &[u8],
     ) -> NewMessage {
-        let subject = mail_parser::MessageParser::new()
-            .parse_headers(message)
-            .and_then(|m| m.subject().map(str::to_owned))
-            .unwrap_or_default();
+        let subject = subject_of(message);
         let files: Vec<String> = sealed.iter().map(|s| s.link.file_name.clone()).collect();
         let system = &self.config.sender.system_address;
         let mut content = PasswordNotice {
@@ -324,6 +363,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             files: &files,
             password,
             expires_at,
+        }
+        .render();
+        if let Ok(Some(signature)) = self.shared.dkim().sign(&content) {
+            content.splice(0..0, signature);
+        }
+        NewMessage {
+            id: new_queue_id(),
+            account: account.to_owned(),
+            sender: system.clone(),
+            recipients: vec![staff.to_owned()],
+            content,
+            ..NewMessage::default()
+        }
+    }
+
+    /// The PII warning for the staff member: committed with the message.
+    fn pii_notice(
+        &self,
+        queue_id: &str,
+        account: &str,
+        staff: &str,
+        categories: &[crate::privacy::pii::Category],
+        message: &[u8],
+    ) -> NewMessage {
+        let system = &self.config.sender.system_address;
+        let mut content = crate::privacy::notice::PiiNotice {
+            language: self.config.attachments.language,
+            from: system,
+            to: staff,
+            queue_id,
+            subject: &subject_of(message),
+            categories,
         }
         .render();
         if let Ok(Some(signature)) = self.shared.dkim().sign(&content) {

@@ -362,8 +362,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Logs a refused MAIL, RCPT or message, and counts it by reason.
     fn log_rejection(&self, stage: &'static str, r: &Reply) {
-        if stage == "documents" {
-            crate::metrics::rejected_documents();
+        if matches!(stage, "documents" | "pii") {
+            crate::metrics::rejected_stage(stage);
         } else {
             crate::metrics::rejected(r);
         }

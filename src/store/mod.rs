@@ -144,6 +144,9 @@ pub struct NewMessage {
     /// Messages that belong to this one and must be stored with it in the
     /// same transaction (the link-password notice to the staff member).
     pub companions: Vec<NewMessage>,
+    /// An internal note for the delivery log (e.g. the PII categories
+    /// found); never message content.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,6 +170,8 @@ pub struct MessageInfo {
     /// Unix milliseconds.
     pub next_attempt: i64,
     pub last_error: Option<String>,
+    /// The delivery log's internal note (e.g. `pii: iban`).
+    pub note: Option<String>,
     pub recipients: Vec<RecipientInfo>,
 }
 
@@ -215,6 +220,7 @@ pub struct SubjectMessage {
     pub account: String,
     pub size: u64,
     pub state: String,
+    pub note: Option<String>,
     /// This recipient's state and last upstream reply.
     pub recipient_state: String,
     pub reply: Option<String>,

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts     INTEGER NOT NULL DEFAULT 0,
     next_attempt INTEGER NOT NULL,
     last_error   TEXT,
-    finished_at  INTEGER
+    finished_at  INTEGER,
+    note         TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(state, next_attempt, seq);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -98,6 +99,7 @@ impl SqliteStore {
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch(links::SCHEMA)?;
         writer.execute_batch(log::SCHEMA)?;
+        migrate(&writer)?;
         let pseudonyms = Pseudonymizer::load_or_create(data_dir).map_err(|e| StoreError::Io {
             path: data_dir.join(super::pseudonym::KEY_FILE),
             cause: std::io::Error::other(e.to_string()),
@@ -174,6 +176,18 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?
         })
     }
+}
+
+/// Columns added after a database may already exist: added in place, so an
+/// upgrade keeps the queue.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_note = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'note'")?
+        .exists([])?;
+    if !has_note {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN note TEXT")?;
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -299,8 +313,8 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
         MessageState::Queued
     };
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, account, sender, size, state, next_attempt)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2)",
+        "INSERT INTO messages (id, received_at, account, sender, size, state, next_attempt, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7)",
     )?
     .execute(params![
         msg.id,
@@ -308,7 +322,8 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
         msg.account,
         msg.sender,
         msg.content.len() as i64,
-        state.as_str()
+        state.as_str(),
+        msg.note,
     ])?;
     let seq = conn.last_insert_rowid();
     let mut rcpt = conn.prepare_cached(
@@ -334,7 +349,7 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
 }
 
 const INFO_COLUMNS: &str =
-    "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error";
+    "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error, note";
 
 fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, MessageInfo)> {
     let state: String = row.get(6)?;
@@ -350,6 +365,7 @@ fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, MessageInfo)> 
             attempts: row.get::<_, i64>(7)? as u32,
             next_attempt: row.get(8)?,
             last_error: row.get(9)?,
+            note: row.get(10)?,
             recipients: Vec::new(),
         },
     ))

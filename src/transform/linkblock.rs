@@ -15,6 +15,7 @@
 use std::fmt::Write as _;
 
 use crate::links::Language;
+use crate::links::format::{date, human_size, is_bidi_control};
 
 /// One stored document as the recipient is told about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,12 +135,7 @@ impl Block {
 
     fn validity(&self, e: &Entry) -> String {
         let t = self.texts();
-        let (y, m, d) = civil_from_unix_ms(e.expires_at);
-        let date = match self.language {
-            Language::De => format!("{d:02}.{m:02}.{y:04}"),
-            Language::En => format!("{y:04}-{m:02}-{d:02}"),
-        };
-        let mut s = format!("{} {date}", t.valid_until);
+        let mut s = format!("{} {}", t.valid_until, date(e.expires_at, self.language));
         if e.protected {
             s.push_str(", ");
             s.push_str(t.protected);
@@ -164,10 +160,6 @@ fn display_name(name: &str) -> String {
     let mut short: String = cleaned.chars().take(DISPLAY_NAME_CHARS - 1).collect();
     short.push('…');
     short
-}
-
-pub(crate) fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// URLs cannot contain whitespace or controls; whatever slipped in is
@@ -232,49 +224,6 @@ fn escape_into(out: &mut String, s: &str, wrap: usize) {
     }
 }
 
-/// Human-readable size: bytes, whole kilobytes, or megabytes (gigabytes)
-/// with one decimal; German uses the decimal comma. 1 KB = 1024 bytes.
-pub fn human_size(size: u64, language: Language) -> String {
-    const KB: u64 = 1024;
-    const MB: u64 = 1024 * 1024;
-    const GB: u64 = 1024 * 1024 * 1024;
-    if size < KB {
-        return format!("{size} B");
-    }
-    let kb = size.saturating_add(KB / 2) / KB;
-    if kb < 1024 {
-        return format!("{kb} KB");
-    }
-    let (unit, div) = if size < GB - MB / 20 {
-        ("MB", MB)
-    } else {
-        ("GB", GB)
-    };
-    // Tenths, rounded half up, without floating point.
-    let tenths = (u128::from(size) * 10 + u128::from(div) / 2) / u128::from(div);
-    let sep = match language {
-        Language::De => ',',
-        Language::En => '.',
-    };
-    format!("{}{sep}{} {unit}", tenths / 10, tenths % 10)
-}
-
-/// (year, month, day) in UTC of a Unix millisecond timestamp
-/// (Howard Hinnant's `civil_from_days`; valid for any i64 input).
-pub fn civil_from_unix_ms(ms: i64) -> (i64, u32, u32) {
-    let days = ms.div_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
-    let m = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32; // [1, 12]
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,29 +237,6 @@ mod tests {
             expires_at: 1_796_551_200_000,
             protected,
         }
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(civil_from_unix_ms(0), (1970, 1, 1));
-        assert_eq!(civil_from_unix_ms(-1), (1969, 12, 31));
-        assert_eq!(civil_from_unix_ms(951_782_400_000), (2000, 2, 29));
-        assert_eq!(civil_from_unix_ms(1_796_551_200_000), (2026, 12, 6));
-        // Extremes must not overflow or panic.
-        let _ = civil_from_unix_ms(i64::MAX);
-        let _ = civil_from_unix_ms(i64::MIN);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_size(0, Language::De), "0 B");
-        assert_eq!(human_size(1023, Language::De), "1023 B");
-        assert_eq!(human_size(245 * 1024, Language::De), "245 KB");
-        assert_eq!(human_size(1024 * 1024 - 1, Language::De), "1,0 MB");
-        assert_eq!(human_size(1_572_864, Language::De), "1,5 MB");
-        assert_eq!(human_size(1_572_864, Language::En), "1.5 MB");
-        assert_eq!(human_size(3 * 1024 * 1024 * 1024, Language::En), "3.0 GB");
-        let _ = human_size(u64::MAX, Language::De);
     }
 
     #[test]

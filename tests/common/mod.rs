@@ -532,6 +532,8 @@ pub struct GatewayConf {
     pub link_port: u16,
     /// Raw TOML lines appended to the `[attachments]` table.
     pub attachments_extra: String,
+    /// Raw TOML lines appended to the `[privacy]` table.
+    pub privacy_extra: String,
 }
 
 impl GatewayConf {
@@ -558,6 +560,9 @@ impl GatewayConf {
             attachments_mode: "link",
             link_port: free_port(),
             attachments_extra: String::new(),
+            // The PII check off unless a test is about it: other tests
+            // send made-up personal data and compare bytes.
+            privacy_extra: "pii = \"off\"\n".into(),
         }
     }
 
@@ -669,6 +674,7 @@ impl Env {
         writeln!(t, "received_header = {}", toml_str(c.received_header)).unwrap();
         let remove: Vec<String> = c.remove_headers.iter().map(toml_str).collect();
         writeln!(t, "remove_headers = [{}]", remove.join(", ")).unwrap();
+        t.push_str(&c.privacy_extra);
         writeln!(t, "\n[sender]").unwrap();
         writeln!(t, "from = {}", toml_str(c.from_mode)).unwrap();
         writeln!(t, "reply_to = {}", toml_str(c.reply_to_mode)).unwrap();

@@ -172,7 +172,7 @@ pub(super) fn subject(
     for (seq, _idx, state, reply) in matching_rows(conn, address, pseudonym)? {
         let row = conn
             .query_row(
-                "SELECT id, received_at, finished_at, account, size, state FROM messages
+                "SELECT id, received_at, finished_at, account, size, state, note FROM messages
                  WHERE seq = ?1",
                 [seq],
                 |r| {
@@ -183,11 +183,12 @@ pub(super) fn subject(
                         r.get::<_, String>(3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((id, received_at, finished_at, account, size, message_state)) = row else {
+        let Some((id, received_at, finished_at, account, size, message_state, note)) = row else {
             continue;
         };
         let attempts = conn
@@ -226,6 +227,7 @@ pub(super) fn subject(
             account,
             size: size as u64,
             state: message_state,
+            note,
             recipient_state: state,
             reply,
             attempts,
