@@ -25,6 +25,8 @@ struct CorpusFile {
 #[serde(deny_unknown_fields)]
 struct Entry {
     id: String,
+    #[serde(skip)]
+    file: String,
     expect: BTreeSet<Category>,
     #[serde(default)]
     format: Format,
@@ -55,7 +57,14 @@ fn load() -> Vec<Entry> {
         let text = std::fs::read_to_string(&file).expect("readable corpus file");
         let parsed: CorpusFile =
             toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        entries.extend(parsed.message);
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        entries.extend(parsed.message.into_iter().map(|mut e| {
+            e.file = name.clone();
+            e
+        }));
     }
     entries
 }
@@ -127,8 +136,15 @@ fn corpus_precision_and_recall() {
         .map(|&c| (c, Score::default()))
         .collect();
     let mut errors = Vec::new();
+    // Per file: messages, and messages with any wrong category.
+    let mut per_file: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for e in &entries {
         let got = scan(e, &opts).categories;
+        let file = per_file.entry(e.file.as_str()).or_default();
+        file.0 += 1;
+        if got != e.expect {
+            file.1 += 1;
+        }
         for c in Category::ALL {
             let s = scores.entry(c).or_default();
             match (e.expect.contains(&c), got.contains(&c)) {
@@ -166,6 +182,10 @@ fn corpus_precision_and_recall() {
             s.precision(),
             s.recall()
         );
+    }
+    println!();
+    for (file, (n, wrong)) in &per_file {
+        println!("{file:<18} {n:>4} messages, {wrong:>2} with a wrong category");
     }
     if !errors.is_empty() {
         println!("\nmisclassified:\n{}", errors.join("\n"));

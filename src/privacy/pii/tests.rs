@@ -190,7 +190,6 @@ fn one_megabyte_is_scanned_in_linear_time() {
         }
         let small = timed(&text[..cut]);
         let full = timed(text);
-        eprintln!("PERF {} bytes: {full:?} (1/8: {small:?})", text.len());
         assert!(
             full < Duration::from_secs(limit),
             "{} bytes took {full:?}",
