@@ -19,6 +19,10 @@ use serde::{Deserialize, Deserializer};
 
 mod attachments;
 pub use attachments::{AttachmentMode, Attachments, LinkPassword, SignedPolicy};
+mod suppression;
+pub use suppression::Suppression;
+mod reputation;
+pub use reputation::{Reputation, dns_name};
 
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -74,15 +78,27 @@ pub struct Config {
     pub attachments: Attachments,
     #[serde(default)]
     pub retention: Retention,
+    /// Hard bounces and the Mailjet event webhook (SPEC §6).
+    #[serde(default)]
+    pub suppression: Suppression,
     /// DKIM keys; two entries for one domain (Ed25519 and RSA) sign twice.
     #[serde(default, rename = "dkim")]
     pub dkim: Vec<DkimKey>,
     #[serde(default)]
     pub dns: Dns,
+    /// The blocklist watch (SPEC §6).
+    #[serde(default)]
+    pub reputation: Reputation,
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
     pub admin: Admin,
+    /// Per-category switches (SPEC §8): `[categories] disabled = [...]`.
+    #[serde(default)]
+    pub categories: crate::policy::rules::Categories,
+    /// Relay rules (SPEC §8), in order: the first match decides.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<crate::policy::rules::Rule>,
     /// Where the configuration came from; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -596,10 +612,14 @@ impl Default for Config {
             sender: SenderSection::default(),
             attachments: Attachments::default(),
             retention: Retention::default(),
+            suppression: Suppression::default(),
             dkim: Vec::new(),
             dns: Dns::default(),
+            reputation: Reputation::default(),
             log: Log::default(),
             admin: Admin::default(),
+            categories: Default::default(),
+            rules: Vec::new(),
             source: None,
         }
     }
@@ -671,6 +691,12 @@ impl Config {
     /// Checks what the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Err((key, reason)) = self.attachments.check() {
+            return Err(self.invalid(key, reason));
+        }
+        if let Err((key, reason)) = self.reputation.check() {
+            return Err(self.invalid(&key, reason));
+        }
+        if let Err((key, reason)) = self.suppression.check(self.admin.enabled) {
             return Err(self.invalid(key, reason));
         }
         if self.retention.interval.is_zero() {
@@ -830,6 +856,8 @@ impl Config {
             }
         }
         self.validate_admin()?;
+        crate::policy::rules::check(&self.rules, &self.categories, &self.attachments)
+            .map_err(|(key, reason)| self.invalid(&key, reason))?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(self.invalid(
                 "log.level",

@@ -18,6 +18,8 @@
 //!   also the `dkim keygen` / `dkim check` key tools.
 //! - [`queue`] / [`store`]: durable hand-over; `250` only after fsync.
 //! - [`delivery`]: relay through mail-send, retries, DSNs, outbox mode.
+//! - [`reputation`]: the blocklist watch (DNSBL/RHSBL), which can pause
+//!   delivery.
 //! - [`admin`]: the `user` and `queue` commands and the HTTP endpoint
 //!   (`/metrics`, `/healthz`, `/readyz`); [`metrics`] names what is counted;
 //!   [`server`] wires it all.
@@ -33,9 +35,11 @@ pub mod metrics;
 pub mod policy;
 pub mod privacy;
 pub mod queue;
+pub mod reputation;
 pub mod retention;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod suppression;
 pub mod tls;
 pub mod transform;

@@ -59,6 +59,12 @@ enum Command {
     /// Rights of data subjects: everything held about an address
     #[command(subcommand)]
     Gdpr(GdprCommand),
+    /// Relay rules: `rules test FILE.eml --account NAME` (a dry run)
+    #[command(subcommand)]
+    Rules(admin::rules::RulesCommand),
+    /// The suppression list: addresses that bounced hard are refused at RCPT
+    #[command(subcommand)]
+    Suppress(admin::suppress::SuppressCommand),
 }
 
 #[derive(Subcommand)]
@@ -306,6 +312,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(admin::gdpr::erase(store.as_ref(), &files, &address, yes))
                 }
             }
+        }
+        Command::Suppress(cmd) => {
+            let config = source.load_for_admin()?;
+            let rt = runtime()?;
+            let store = open_store(&config)?;
+            rt.block_on(admin::suppress::run(store.as_ref(), &config, cmd))
+        }
+        Command::Rules(cmd) => {
+            let config = source.load_for_admin()?;
+            admin::rules::run(&config, cmd)
         }
         Command::Links(cmd) => {
             let config = source.load_for_admin()?;

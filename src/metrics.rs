@@ -28,6 +28,11 @@
 //! | `queue_oldest_age_seconds` | gauge | |
 //! | `upstream_breaker_open` | gauge | |
 //! | `dkim_signatures_total` | counter | `result`: signed, unsigned |
+//! | `blocklist_listed` | gauge | `list`, `target` (IP or domain) |
+//! | `blocklist_checks_total` | counter | `result`: listed, clear, unknown |
+//! | `rcpt_suppressed_total` | counter | |
+//! | `suppressions_added_total` | counter | `source`: upstream, dsn, mailjet, admin |
+//! | `relay_events_total` | counter | `event`: see [`RELAY_EVENT_KINDS`] |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -62,7 +67,7 @@ pub const OLDEST_RECORD_AGE: &str = "schleuse_oldest_record_age_seconds";
 pub const DOWNLOAD_OUTCOMES: [&str; 4] = ["downloaded", "wrong_password", "rate_limited", "gone"];
 
 /// Every `reason` of [`MESSAGES_REJECTED`]; see [`Reply::rejection_reason`].
-pub const REJECT_REASONS: [&str; 12] = [
+pub const REJECT_REASONS: [&str; 13] = [
     "auth_required",
     "sender_denied",
     "from_denied",
@@ -74,6 +79,7 @@ pub const REJECT_REASONS: [&str; 12] = [
     "dkim",
     "documents",
     "pii",
+    "rule",
     "other",
 ];
 
@@ -113,6 +119,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .install_recorder()?;
     describe();
     zero();
+    blocklist_register();
+    suppression_register();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
@@ -261,7 +269,8 @@ pub fn rejected(reply: &Reply) {
 
 /// One refusal by a stage whose replies vary: `documents` (attachments
 /// refused, signed mail that would need changing, a bad control header, the
-/// document store) or `pii` (personal data in the text).
+/// document store), `pii` (personal data in the text) or `rule` (a relay
+/// rule or category switch).
 pub fn rejected_stage(stage: &'static str) {
     counter!(MESSAGES_REJECTED, "reason" => stage).increment(1);
 }
@@ -335,6 +344,85 @@ pub fn queue(stats: &QueueStats) {
     gauge!(QUEUE_OLDEST_AGE).set(age_ms as f64 / 1000.0);
 }
 
+pub const BLOCKLIST_LISTED: &str = "schleuse_blocklist_listed";
+pub const BLOCKLIST_CHECKS: &str = "schleuse_blocklist_checks_total";
+
+fn blocklist_register() {
+    describe_gauge!(
+        BLOCKLIST_LISTED,
+        "1 while the egress IP or sending domain `target` is listed on blocklist `list`."
+    );
+    describe_counter!(
+        BLOCKLIST_CHECKS,
+        "Blocklist lookups by result (unknown: no usable answer, never counted as listed)."
+    );
+    for r in ["listed", "clear", "unknown"] {
+        counter!(BLOCKLIST_CHECKS, "result" => r).increment(0);
+    }
+}
+
+/// One blocklist lookup: `listed`, `clear` or `unknown`.
+pub fn blocklist_check(result: &'static str) {
+    counter!(BLOCKLIST_CHECKS, "result" => result).increment(1);
+}
+
+pub fn blocklist_listed(list: &str, target: &str, listed: bool) {
+    gauge!(BLOCKLIST_LISTED, "list" => list.to_string(), "target" => target.to_string())
+        .set(if listed { 1.0 } else { 0.0 });
+}
+
+pub const RCPT_SUPPRESSED: &str = "schleuse_rcpt_suppressed_total";
+pub const SUPPRESSIONS_ADDED: &str = "schleuse_suppressions_added_total";
+pub const RELAY_EVENTS: &str = "schleuse_relay_events_total";
+
+/// Every `event` of [`RELAY_EVENTS`] (Mailjet's names; anything else is `other`).
+pub const RELAY_EVENT_KINDS: [&str; 8] = [
+    "sent", "open", "click", "bounce", "blocked", "spam", "unsub", "other",
+];
+
+fn suppression_register() {
+    describe_counter!(
+        RCPT_SUPPRESSED,
+        "RCPT TO refused (550 5.1.1) because the address is on the suppression list."
+    );
+    describe_counter!(
+        SUPPRESSIONS_ADDED,
+        "Suppression-list entries added or renewed, by source."
+    );
+    describe_counter!(
+        RELAY_EVENTS,
+        "Delivery events received from the relay's webhook (new ones only), by event."
+    );
+    counter!(RCPT_SUPPRESSED).increment(0);
+    counter!(MESSAGES_REJECTED, "reason" => "suppressed").increment(0);
+    for s in ["upstream", "dsn", "mailjet", "admin"] {
+        counter!(SUPPRESSIONS_ADDED, "source" => s).increment(0);
+    }
+    for e in RELAY_EVENT_KINDS {
+        counter!(RELAY_EVENTS, "event" => e).increment(0);
+    }
+}
+
+/// One RCPT refused for a suppressed address (also a rejection, reason
+/// `suppressed`).
+pub fn rcpt_suppressed() {
+    counter!(RCPT_SUPPRESSED).increment(1);
+    counter!(MESSAGES_REJECTED, "reason" => "suppressed").increment(1);
+}
+
+pub fn suppression_added(source: &'static str) {
+    counter!(SUPPRESSIONS_ADDED, "source" => source).increment(1);
+}
+
+pub fn relay_event(kind: &str) {
+    let kind = RELAY_EVENT_KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("other");
+    counter!(RELAY_EVENTS, "event" => kind).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +444,7 @@ mod tests {
             DOCUMENTS_STORED,
             DOCUMENTS_PURGED,
             LINK_DOWNLOADS,
+            BLOCKLIST_CHECKS,
         ];
         for name in counters {
             assert!(
@@ -369,6 +458,7 @@ mod tests {
             QUEUE_OLDEST_AGE,
             UPSTREAM_BREAKER_OPEN,
             OLDEST_RECORD_AGE,
+            BLOCKLIST_LISTED,
         ] {
             assert!(
                 name.starts_with("schleuse_") && !name.ends_with("_total"),

@@ -1,6 +1,8 @@
 //! Retention (SPEC §7): records are kept only as long as `[retention]`
 //! says. The delivery log of final messages is purged here; document links
 //! and the download log are purged with the documents (`links::tasks`).
+//! Expired suppression entries go in the same round, relay (Mailjet)
+//! events with the delivery log.
 //! The age of the oldest record held is a metric, so a purge that stopped
 //! working shows on a dashboard, not in an audit.
 
@@ -28,6 +30,18 @@ pub async fn purge_once(shared: &Shared) -> usize {
     };
     if purged > 0 {
         tracing::info!(entries = purged, "delivery log: old entries purged");
+    }
+    // Expired suppression entries go; relay events are log records.
+    match store.purge_suppressions(now_ms(), before).await {
+        Ok((0, 0)) => {}
+        Ok((entries, events)) => {
+            tracing::info!(
+                entries,
+                events,
+                "suppression list: expired entries and old relay events purged"
+            )
+        }
+        Err(e) => tracing::error!(error = %e, "suppression purge failed"),
     }
     match store.oldest_record().await {
         Ok(oldest) => crate::metrics::oldest_record(oldest),

@@ -49,6 +49,8 @@ pub struct Shared {
     pub password_checks: tokio::sync::Semaphore,
     /// When the upstream last answered (relay mode), for `/readyz`.
     pub upstream_contact: delivery::Contact,
+    /// Set by the blocklist watch to hold all delivery.
+    pub delivery_pause: delivery::Pause,
     /// The encrypted document store behind the links.
     pub vault: Arc<Vault>,
 }
@@ -74,6 +76,7 @@ impl Shared {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             upstream_contact: delivery::Contact::default(),
+            delivery_pause: delivery::Pause::default(),
             vault,
         }
     }
@@ -312,6 +315,8 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
             config.upstream.tls
         ),
     }
+    // Before delivery: it may start paused until its first round.
+    crate::reputation::spawn(Arc::clone(&shared));
     let delivery = tokio::spawn(delivery::run(Arc::clone(&shared)));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

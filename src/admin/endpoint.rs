@@ -126,7 +126,9 @@ fn router(state: Arc<AdminState>) -> Router {
             Arc::clone(&state),
             basic_auth,
         ))
-        .with_state(state)
+        .with_state(Arc::clone(&state))
+        // The Mailjet webhook has its own credentials (not the admin's).
+        .merge(crate::suppression::webhook::router(Arc::clone(&state.shared)).unwrap_or_default())
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
@@ -279,7 +281,7 @@ async fn basic_auth(
 
 /// Compares digests, not the strings, so neither the content nor the length
 /// of the expected credentials shows in the time taken.
-fn credentials_match(headers: &HeaderMap, user: &str, pass: &str) -> bool {
+pub(crate) fn credentials_match(headers: &HeaderMap, user: &str, pass: &str) -> bool {
     use aws_lc_rs::digest::{SHA256, digest};
     use base64::Engine as _;
     let Some(value) = headers

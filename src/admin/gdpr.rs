@@ -2,13 +2,32 @@
 //! GDPR Art. 15 and 17), against the same database and document directory
 //! the running gateway uses.
 
-use crate::store::Store;
+use serde::Serialize;
+
 use crate::store::documents::DocumentFiles;
+use crate::store::suppression::{RelayEvent, Suppression};
+use crate::store::{Store, SubjectRecords};
+
+/// The export: the delivery log's records, the suppression-list entry and
+/// the relay's delivery events (joined to messages by `message_id`).
+#[derive(Serialize)]
+struct Export {
+    #[serde(flatten)]
+    records: SubjectRecords,
+    suppression: Option<Suppression>,
+    relay_events: Vec<RelayEvent>,
+}
 
 /// Prints, as JSON, everything held about the address.
 pub async fn export(store: &dyn Store, address: &str) -> anyhow::Result<()> {
     let records = store.subject_records(address).await?;
-    println!("{}", serde_json::to_string_pretty(&records)?);
+    let suppression = store.suppression_subject(address).await?;
+    let export = Export {
+        records,
+        suppression: suppression.entry,
+        relay_events: suppression.relay_events,
+    };
+    println!("{}", serde_json::to_string_pretty(&export)?);
     Ok(())
 }
 
@@ -22,15 +41,19 @@ pub async fn erase(
 ) -> anyhow::Result<()> {
     if !yes {
         let found = store.subject_records(address).await?;
+        let suppression = store.suppression_subject(address).await?;
         println!(
-            "{} message(s) and {} download record(s) concern {}.",
+            "{} message(s), {} download record(s), {} suppression entry(ies) and {} relay event(s) concern {}.",
             found.messages.len(),
             found.downloads.len(),
+            usize::from(suppression.entry.is_some()),
+            suppression.relay_events.len(),
             found.address
         );
         anyhow::bail!("nothing erased: add --yes to erase them");
     }
     let erased = store.erase_subject(address).await?;
+    let suppression = store.erase_suppression_subject(address).await?;
     let mut file_errors = 0;
     for id in &erased.links_revoked {
         if let Err(e) = files.delete(id).await {
@@ -44,6 +67,8 @@ pub async fn erase(
     println!("  queued messages:        {}", erased.queued_deleted.len());
     println!("  documents (links):      {}", erased.links_revoked.len());
     println!("  download-log entries:   {}", erased.downloads);
+    println!("  suppression entries:    {}", suppression.entries);
+    println!("  relay events:           {}", suppression.relay_events);
     if !erased.queued_kept.is_empty() {
         println!(
             "  still queued for other recipients (their header names the address until delivered): {}",

@@ -8,6 +8,8 @@ pub mod endpoint;
 pub mod gdpr;
 pub mod links;
 pub mod queue;
+pub mod rules;
+pub mod suppress;
 pub mod user;
 
 /// Renders rows as a left-aligned table with a header line.

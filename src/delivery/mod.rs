@@ -15,6 +15,9 @@
 //! the whole queue pauses (2 s, doubling up to 1 min) instead of every
 //! message failing on its own; after the pause one message probes, and only
 //! its success lets the rest follow.
+//!
+//! [`Pause`]: the blocklist watch (`crate::reputation`) can hold all
+//! delivery while an egress IP or sending domain is listed.
 
 pub mod dsn;
 pub mod outbox;
@@ -84,6 +87,30 @@ impl Contact {
     /// Time since the last answer; `None` if there was none yet.
     pub fn age(&self) -> Option<Duration> {
         self.inner.lock().ok()?.last_ok.map(|t| t.elapsed())
+    }
+}
+
+/// Delivery held from outside the scheduler (the blocklist watch,
+/// `crate::reputation`): while set, nothing is dispatched and messages stay
+/// queued and due, in their place. Unlike the circuit breaker it says
+/// nothing about the upstream; whoever set it clears it.
+pub struct Pause(tokio::sync::watch::Sender<bool>);
+
+impl Default for Pause {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Pause {
+    /// Sets or clears it; true when that changed something.
+    pub fn set(&self, paused: bool) -> bool {
+        self.0
+            .send_if_modified(|p| std::mem::replace(p, paused) != paused)
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
     }
 }
 
@@ -222,6 +249,14 @@ async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>) {
         if *shutdown.borrow() {
             return;
         }
+        if shared.delivery_pause.is_set() {
+            let mut pause = shared.delivery_pause.0.subscribe();
+            tokio::select! {
+                _ = pause.wait_for(|p| !*p) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
         let in_flight = engine.in_flight();
         let limit = match engine.flow() {
             Flow::Closed => in_flight + 64,
@@ -343,7 +378,9 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: Messag
             return false;
         }
     };
-    if config.upstream.mode == UpstreamMode::Relay && matches!(engine.flow(), Flow::Open(_)) {
+    if shared.delivery_pause.is_set()
+        || (config.upstream.mode == UpstreamMode::Relay && matches!(engine.flow(), Flow::Open(_)))
+    {
         // Paused since it was dispatched: leave it due, in its place.
         return true;
     }
@@ -527,6 +564,10 @@ async fn record(
     // can at worst send it twice, never lose it.
     if !failures.is_empty() && !msg.sender.is_empty() {
         queue_dsn(engine, config, msg, content, &failures).await;
+    }
+    // `5xx 5.1.x`: the address does not exist; stop mailing it (SPEC §6).
+    if !failures.is_empty() {
+        crate::suppression::after_delivery(&engine.shared, &msg.id, &failures).await;
     }
 
     let update = AttemptUpdate {

@@ -2,7 +2,10 @@
 //!
 //! An account may only use the envelope senders and `From:` addresses its
 //! `allowed_senders` list permits; anything else is `553 5.7.1`. Later
-//! stages (rules, limits, reputation) add their checks here.
+//! stages (rules, limits, reputation) add their checks here; the relay
+//! rules (`[[rule]]`, SPEC §8) are in [`rules`].
+
+pub mod rules;
 
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 

@@ -14,10 +14,11 @@ use super::reply::{self, Reply};
 use super::{Session, wire};
 use std::sync::Arc;
 
-use crate::config::{MissingKey, Sending};
+use crate::config::{Config, MissingKey, Sending};
 use crate::dkim::{DkimError, Signer};
 use crate::links::notice::PasswordNotice;
 use crate::links::vault::Sealed;
+use crate::policy::rules::{self, Verdict};
 use crate::privacy::policy::Decision;
 use crate::store::{NewMessage, new_queue_id};
 use crate::transform::documents::{self, DocumentsError};
@@ -35,6 +36,18 @@ async fn pii_decision(body: &[u8], privacy: &crate::config::Privacy) -> Decision
         .await
         // The blocking pool is shutting down: nothing will be relayed anyway.
         .unwrap_or(Decision::Pass)
+}
+
+/// `match.has_attachments`: one MIME scan, off the async workers for
+/// large messages.
+async fn has_attachments(body: &[u8], cfg: &crate::config::Attachments) -> bool {
+    if body.len() <= PII_INLINE_MAX {
+        return rules::scan_has_attachments(body, cfg);
+    }
+    let (raw, cfg) = (body.to_vec(), cfg.clone());
+    tokio::task::spawn_blocking(move || rules::scan_has_attachments(&raw, &cfg))
+        .await
+        .unwrap_or(true)
 }
 
 fn subject_of(message: &[u8]) -> String {
@@ -156,12 +169,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.log_rejection("data", &reply::BARE_LINE_END_DATA);
             return reply::BARE_LINE_END_DATA;
         }
+        // A bounce report for the system address is taken in, not relayed.
+        if let Some(r) = self.take_in_report(&envelope, &body).await {
+            return r;
+        }
         if let Err(r) = policy::check_header_from(&account, &body) {
             self.log_rejection("data", &r);
             return r;
         }
 
-        let pii = pii_decision(&body, &self.config.privacy).await;
+        // Relay rules (SPEC §8): category switches, then the first match.
+        let scanned = if rules::needs_attachment_scan(&self.config.rules) {
+            Some(has_attachments(&body, &self.config.attachments).await)
+        } else {
+            None
+        };
+        let decision = rules::evaluate(
+            &self.config,
+            &rules::Facts {
+                account: &account,
+                sender: &envelope.sender,
+                recipients: &envelope.recipients,
+                message: &body,
+                has_attachments: scanned,
+            },
+        );
+        let rule_hold = match &decision.verdict {
+            Verdict::Refuse(r) => {
+                self.log_rejection("rule", r);
+                return r.clone();
+            }
+            Verdict::Hold(why) => Some(why.clone()),
+            Verdict::Accept => None,
+        };
+        let effective = &decision.effective;
+        let privacy = effective.privacy(&self.config.privacy);
+        // A rule that changes the header edits gets its own config copy
+        // (a few microseconds in release builds, measured with 8 rules);
+        // otherwise the session's is used as is.
+        let rule_config: Option<Config> =
+            effective.edits_headers(&self.config.privacy).then(|| {
+                let mut c = Config::clone(&self.config);
+                c.privacy = privacy.clone().into_owned();
+                c
+            });
+        let config = rule_config.as_ref().unwrap_or(&self.config);
+
+        let pii = pii_decision(&body, &privacy).await;
         if let Decision::Reject { text } = &pii {
             let r = Reply::owned(550, [5, 7, 1], text.clone());
             self.log_rejection("pii", &r);
@@ -170,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
         let id = new_queue_id();
         let ctx = transform::Context {
-            config: &self.config,
+            config,
             account: &account,
             queue_id: &id,
             stamp: transform::Stamp {
@@ -191,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return r;
             }
         };
-        let transformed = match transform::apply(&ctx, body) {
+        let mut transformed = match transform::apply(&ctx, body) {
             Ok(t) => t,
             Err(e) => {
                 let r = Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"));
@@ -199,13 +253,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return r;
             }
         };
+        effective.prepend_headers(&mut transformed.message);
         let owner = documents::Owner {
             account: &account.name,
             staff_address: &transformed.staff_address,
         };
         let taken = match documents::take_out(
             &self.shared.vault,
-            &self.config.attachments,
+            &effective.attachments(&self.config.attachments),
             &owner,
             &control,
             transformed.message,
@@ -260,15 +315,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let sender = transformed.envelope_sender.unwrap_or(envelope.sender);
         let mut recipients = envelope.recipients;
-        if let Some(copy) = transformed.copy_to
+        if let Some(copy) = effective
+            .copy_to_sender
+            .then(|| transformed.staff_address.clone())
             && !recipients.iter().any(|r| r.eq_ignore_ascii_case(&copy))
         {
             recipients.push(copy);
         }
         let size = body.len();
         let rcpts = recipients.len();
-        let held =
-            self.shared.config().sending == Sending::Paused || matches!(pii, Decision::Hold { .. });
+        let held = self.shared.config().sending == Sending::Paused
+            || matches!(pii, Decision::Hold { .. })
+            || rule_hold.is_some();
         let documents = sealed.len();
         let mut companions = match &taken.generated_password {
             Some(password) => vec![self.password_notice(
@@ -292,7 +350,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 &body,
             ));
         }
-        let note = pii.note();
+        // For the delivery log: `rule: manual; held: category x paused; pii: iban`.
+        let note_parts: Vec<String> = [
+            decision.rule.as_ref().map(|r| format!("rule: {r}")),
+            rule_hold.map(|why| format!("held: {why}")),
+            pii.note(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let note = (!note_parts.is_empty()).then(|| note_parts.join("; "));
         let msg = NewMessage {
             id,
             account: account.name.clone(),
@@ -316,6 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     rcpts,
                     documents,
                     held,
+                    rule = decision.rule.as_deref().unwrap_or("-"),
                     note = note.as_deref().unwrap_or(""),
                     "accepted"
                 );

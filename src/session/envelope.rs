@@ -5,6 +5,8 @@
 //! 5.7.1`); `SIZE=` above `limits.max_message_size` gets `552 5.3.4`; the
 //! recipient over `limits.max_recipients_per_message` gets `452 4.5.3`
 //! (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction).
+//! A recipient on the suppression list gets `550 5.1.1` with the reason
+//! (`super::suppression`).
 
 use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,7 +38,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.log_rejection("mail", &r);
             return r;
         }
-        if let Err(r) = policy::check_envelope_sender(account, &from.address) {
+        // The null sender only for reports to the system address (checked
+        // at RCPT, taken in at DATA; see `crate::suppression::intake`).
+        if !from.address.is_empty()
+            && let Err(r) = policy::check_envelope_sender(account, &from.address)
+        {
             self.log_rejection("mail", &r);
             return r;
         }
@@ -48,7 +54,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         reply::SENDER_OK
     }
 
-    pub(super) fn rcpt(&mut self, to: RcptTo<String>) -> Reply {
+    pub(super) async fn rcpt(&mut self, to: RcptTo<String>) -> Reply {
         if self.account.is_none() {
             return reply::AUTH_REQUIRED;
         }
@@ -71,7 +77,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.log_rejection("rcpt", &r);
             return r;
         }
-        envelope.recipients.push(to.address);
+        let null_sender = envelope.sender.is_empty();
+        if let Some(r) = self.rcpt_refused(&to.address, null_sender).await {
+            return r;
+        }
+        if let Some(envelope) = &mut self.envelope {
+            envelope.recipients.push(to.address);
+        }
         reply::RCPT_OK
     }
 }

@@ -17,6 +17,7 @@ mod auth;
 mod data;
 mod envelope;
 pub mod reply;
+mod suppression;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -274,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.reply(r)
             }
             Request::Rcpt { to } => {
-                let r = self.rcpt(to);
+                let r = self.rcpt(to).await;
                 self.reply(r)
             }
             Request::Data => match self.data_allowed() {
@@ -362,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Logs a refused MAIL, RCPT or message, and counts it by reason.
     fn log_rejection(&self, stage: &'static str, r: &Reply) {
-        if matches!(stage, "documents" | "pii") {
+        if matches!(stage, "documents" | "pii" | "rule") {
             crate::metrics::rejected_stage(stage);
         } else {
             crate::metrics::rejected(r);

@@ -17,6 +17,7 @@ pub mod documents;
 pub mod links;
 pub mod pseudonym;
 pub mod sqlite;
+pub mod suppression;
 
 pub use links::{DownloadNotice, LinkRecord, LinkState, NewLink};
 
@@ -365,6 +366,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes everything held about an address (`gdpr erase`).
     fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>>;
+
+    // The suppression list and relay events (SPEC §6); see [`suppression`].
+
+    /// Adds or renews an entry; an automatic one never shortens an active
+    /// entry, `replace` (an admin's add) always writes.
+    fn suppress(
+        &self,
+        entry: suppression::Suppression,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<suppression::SuppressOutcome, StoreError>>;
+
+    /// The entry for `address` if it is active at `now_ms` (the RCPT check).
+    fn suppressed(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<suppression::Suppression>, StoreError>>;
+
+    /// Active entries, newest first.
+    fn suppressions(
+        &self,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<suppression::Suppression>, StoreError>>;
+
+    /// Removes an entry; `false` if there was none.
+    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Stores a relay event unless its key is known, and only then applies
+    /// `suppress`, in one transaction (the relay retries whole batches).
+    fn record_relay_event(
+        &self,
+        event: suppression::NewRelayEvent,
+        suppress: Option<suppression::Suppression>,
+    ) -> BoxFuture<'_, Result<suppression::EventOutcome, StoreError>>;
+
+    /// Deletes expired entries and relay events received before
+    /// `events_before_ms`; returns how many of each went.
+    fn purge_suppressions(
+        &self,
+        now_ms: i64,
+        events_before_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
+
+    /// The entry and relay events about an address (`gdpr export`).
+    fn suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<suppression::SubjectSuppression, StoreError>>;
+
+    /// Deletes them (`gdpr erase`).
+    fn erase_suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<suppression::ErasedSuppression, StoreError>>;
 }
 
 /// Milliseconds since the Unix epoch.

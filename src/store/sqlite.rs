@@ -28,6 +28,7 @@ use super::{
 
 mod links;
 mod log;
+mod suppression;
 
 use super::pseudonym::Pseudonymizer;
 use super::{Erased, SubjectRecords};
@@ -99,6 +100,7 @@ impl SqliteStore {
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch(links::SCHEMA)?;
         writer.execute_batch(log::SCHEMA)?;
+        writer.execute_batch(suppression::SCHEMA)?;
         migrate(&writer)?;
         let pseudonyms = Pseudonymizer::load_or_create(data_dir).map_err(|e| StoreError::Io {
             path: data_dir.join(super::pseudonym::KEY_FILE),
@@ -744,6 +746,79 @@ impl Store for SqliteStore {
         let address = address.to_owned();
         let pseudonym = self.pseudonyms.of(&address);
         self.write(move |conn| log::erase(conn, &address, &pseudonym))
+    }
+
+    fn suppress(
+        &self,
+        entry: super::suppression::Suppression,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<super::suppression::SuppressOutcome, StoreError>> {
+        self.write(move |conn| suppression::upsert(conn, &entry, replace, now_ms()))
+    }
+
+    fn suppressed(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<super::suppression::Suppression>, StoreError>> {
+        let address = address.to_owned();
+        self.read(move |conn| suppression::lookup(conn, &address, now_ms))
+    }
+
+    fn suppressions(
+        &self,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<super::suppression::Suppression>, StoreError>> {
+        self.read(move |conn| suppression::list(conn, now_ms))
+    }
+
+    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let address = address.to_owned();
+        self.write(move |conn| suppression::remove(conn, &address))
+    }
+
+    fn record_relay_event(
+        &self,
+        event: super::suppression::NewRelayEvent,
+        suppress: Option<super::suppression::Suppression>,
+    ) -> BoxFuture<'_, Result<super::suppression::EventOutcome, StoreError>> {
+        let pseudonyms =
+            (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone());
+        self.write(move |conn| {
+            suppression::record_event(
+                conn,
+                &event,
+                suppress.as_ref(),
+                pseudonyms.as_ref(),
+                now_ms(),
+            )
+        })
+    }
+
+    fn purge_suppressions(
+        &self,
+        now_ms: i64,
+        events_before_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        self.write(move |conn| suppression::purge(conn, now_ms, events_before_ms))
+    }
+
+    fn suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<super::suppression::SubjectSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.read(move |conn| suppression::subject(conn, &address, &pseudonym))
+    }
+
+    fn erase_suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<super::suppression::ErasedSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.write(move |conn| suppression::erase(conn, &address, &pseudonym))
     }
 }
 

@@ -1,0 +1,173 @@
+//! What the store keeps for the suppression list (SPEC §6) and the relay's
+//! delivery events (the Mailjet Event API).
+//!
+//! **The list holds addresses in clear**, unlike the delivery log. It must
+//! answer an admin's "why does this address bounce, since when, until
+//! when" (`schleuse suppress list`), which a keyed hash cannot; an entry is
+//! about one address only, says nothing about what was sent, and expires
+//! (`[suppression] hard_bounce_duration`), and expired entries are purged.
+//! `gdpr export` shows the entry and `gdpr erase` deletes it. Addresses are
+//! kept lowercased (mailbox matching is case-insensitive in practice, as for
+//! the log's pseudonyms).
+//!
+//! **Relay events** are delivery-log records: the recipient is pseudonymised
+//! like the log's recipients (clear only with `log_recipients = "clear"`),
+//! the message is joined by our queue id (`X-MJ-CustomID`), and they are
+//! purged with `[retention] delivery_log`. No IP address, user agent, clicked
+//! URL or location from open/click events is ever stored. Each event has a
+//! key (a hash of type, time, relay message id and address): the relay
+//! retries whole batches, and an event whose key is known is not applied
+//! again.
+
+use serde::Serialize;
+
+/// Where an entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuppressionSource {
+    /// The upstream refused the recipient with `5xx 5.1.x`.
+    Upstream,
+    /// A delivery status notification reported `5.1.x` (imported or sent
+    /// to the system address through the gateway).
+    Dsn,
+    /// A Mailjet event (`bounce` with `hard_bounce`, `blocked`, `spam`).
+    Mailjet,
+    /// `schleuse suppress add`.
+    Admin,
+}
+
+impl SuppressionSource {
+    pub const ALL: [SuppressionSource; 4] = [
+        SuppressionSource::Upstream,
+        SuppressionSource::Dsn,
+        SuppressionSource::Mailjet,
+        SuppressionSource::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionSource::Upstream => "upstream",
+            SuppressionSource::Dsn => "dsn",
+            SuppressionSource::Mailjet => "mailjet",
+            SuppressionSource::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for SuppressionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of the suppression list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suppression {
+    /// Lowercased, trimmed.
+    pub address: String,
+    pub source: SuppressionSource,
+    /// Short and readable; it appears in the `550` reply: `upstream 550
+    /// 5.1.1`, `dsn 5.1.1`, `mailjet:bounce`, `mailjet:blocked`,
+    /// `mailjet:spam`, or the admin's text.
+    pub reason: String,
+    /// The full diagnostic (upstream reply, DSN `Diagnostic-Code`, the
+    /// relay's error), for admins only.
+    pub detail: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds; `None`: until an admin removes it.
+    pub expires_at: Option<i64>,
+}
+
+impl Suppression {
+    pub fn active_at(&self, now_ms: i64) -> bool {
+        self.expires_at.is_none_or(|t| t > now_ms)
+    }
+}
+
+/// The normal form of an address on the list.
+pub fn normalise(address: &str) -> String {
+    address
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_lowercase()
+}
+
+/// What [`crate::store::Store::suppress`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuppressOutcome {
+    /// A new entry (or one replacing an expired one).
+    Added,
+    /// An active entry got the new reason and a later (or no) expiry.
+    Renewed,
+    /// An active entry that lasts longer stays as it is.
+    Kept,
+}
+
+/// One delivery event reported by the relay, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewRelayEvent {
+    /// Idempotency key: the same event delivered again has the same key.
+    pub key: String,
+    /// `bounce`, `blocked`, `spam`, `sent`, `open`, ... as the relay names it.
+    pub event: String,
+    /// When it happened (Unix milliseconds; the relay's time).
+    pub at: i64,
+    /// The relay's `CustomID`: our queue id when the message was ours.
+    pub custom_id: Option<String>,
+    /// The relay's own message id.
+    pub relay_message_id: Option<String>,
+    /// The recipient, in clear: the store pseudonymises it.
+    pub recipient: String,
+    /// What the relay said (error, error_related_to, ...); never tracking
+    /// data. Addresses in it are pseudonymised like the recipient.
+    pub detail: Option<String>,
+}
+
+/// A relay event as the log keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayEvent {
+    pub event: String,
+    /// Unix milliseconds: when it happened, and when it reached us.
+    pub at: i64,
+    pub received_at: i64,
+    /// Our queue id, when the event's `CustomID` named one of our messages.
+    pub message_id: Option<String>,
+    pub relay_message_id: Option<String>,
+    /// Pseudonym (or the address, with `log_recipients = "clear"`).
+    pub recipient: String,
+    pub detail: Option<String>,
+}
+
+/// What [`crate::store::Store::record_relay_event`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOutcome {
+    /// False when the event was known already (a retried batch): nothing
+    /// was changed.
+    pub new: bool,
+    /// Whether the event matched one of our messages.
+    pub matched: bool,
+    /// The suppression it caused, if it asked for one and was new.
+    pub suppression: Option<SuppressOutcome>,
+}
+
+/// The suppression side of one data subject (`gdpr export`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SubjectSuppression {
+    /// The list's entry, also an expired one not yet purged.
+    pub entry: Option<Suppression>,
+    pub relay_events: Vec<RelayEvent>,
+}
+
+/// What `gdpr erase` removed here.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ErasedSuppression {
+    pub entries: usize,
+    pub relay_events: usize,
+}
