@@ -9,6 +9,7 @@
 //! name = "via"
 //! password_hash = "$argon2id$v=19$..."
 //! allowed_senders = ["*@landkreis.example"]
+//! messages_per_hour = 1000   # optional: overrides [limits] account_*
 //! ```
 
 use std::io::Write;
@@ -58,6 +59,14 @@ pub struct Account {
     /// Overrides `[sender] copy_to_sender` for this account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_to_sender: Option<bool>,
+    /// Override `[limits] account_messages_per_hour`, `_per_day` and
+    /// `account_recipients_per_day` for this account (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_hour: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_day: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients_per_day: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -300,6 +300,21 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Protocol errors after which a session is dropped.
     pub max_errors_per_session: u32,
+    /// Messages (MAIL FROM) per client IP and minute; 0: no limit.
+    pub ip_messages_per_minute: u32,
+    /// Messages per account and clock hour / UTC day; 0: no limit. An
+    /// account entry may set its own (`messages_per_hour`, ...).
+    pub account_messages_per_hour: u32,
+    pub account_messages_per_day: u32,
+    /// Recipients per account and UTC day; 0: no limit.
+    pub account_recipients_per_day: u32,
+    /// Failed AUTHs from one IP within `auth_failure_window` that ban the
+    /// IP for `auth_ban_time`; 0: no bans.
+    pub auth_failures: u32,
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub auth_ban_time: Duration,
 }
 
 impl Default for Limits {
@@ -310,6 +325,13 @@ impl Default for Limits {
             max_connections: 500,
             max_connections_per_ip: 50,
             max_errors_per_session: 10,
+            ip_messages_per_minute: 120,
+            account_messages_per_hour: 500,
+            account_messages_per_day: 2000,
+            account_recipients_per_day: 5000,
+            auth_failures: 5,
+            auth_failure_window: Duration::from_secs(600),
+            auth_ban_time: Duration::from_secs(3600),
         }
     }
 }
@@ -806,6 +828,17 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, d) in [
+            (
+                "limits.auth_failure_window",
+                self.limits.auth_failure_window,
+            ),
+            ("limits.auth_ban_time", self.limits.auth_ban_time),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(self.invalid(key, "must be at least 1s"));
             }
         }
         if !crate::policy::plausible_recipient(&self.sender.system_address) {

@@ -29,6 +29,7 @@ pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
+pub mod limits;
 pub mod links;
 pub mod listener;
 pub mod metrics;

@@ -33,6 +33,9 @@
 //! | `rcpt_suppressed_total` | counter | |
 //! | `suppressions_added_total` | counter | `source`: upstream, dsn, mailjet, admin |
 //! | `relay_events_total` | counter | `event`: see [`RELAY_EVENT_KINDS`] |
+//! | `auth_bans_total` | counter | |
+//! | `auth_bans_active` | gauge | |
+//! | `smtp_banned_connections_total` | counter | |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -62,12 +65,15 @@ pub const DOCUMENTS_STORED: &str = "schleuse_documents_stored_total";
 pub const DOCUMENTS_PURGED: &str = "schleuse_documents_purged_total";
 pub const LINK_DOWNLOADS: &str = "schleuse_link_downloads_total";
 pub const OLDEST_RECORD_AGE: &str = "schleuse_oldest_record_age_seconds";
+pub const AUTH_BANS: &str = "schleuse_auth_bans_total";
+pub const AUTH_BANS_ACTIVE: &str = "schleuse_auth_bans_active";
+pub const BANNED_CONNECTIONS: &str = "schleuse_smtp_banned_connections_total";
 
 /// Every `outcome` of [`LINK_DOWNLOADS`] (`crate::links::DownloadOutcome`).
 pub const DOWNLOAD_OUTCOMES: [&str; 4] = ["downloaded", "wrong_password", "rate_limited", "gone"];
 
 /// Every `reason` of [`MESSAGES_REJECTED`]; see [`Reply::rejection_reason`].
-pub const REJECT_REASONS: [&str; 13] = [
+pub const REJECT_REASONS: [&str; 15] = [
     "auth_required",
     "sender_denied",
     "from_denied",
@@ -80,6 +86,8 @@ pub const REJECT_REASONS: [&str; 13] = [
     "documents",
     "pii",
     "rule",
+    "ip_rate",
+    "account_quota",
     "other",
 ];
 
@@ -201,6 +209,15 @@ fn describe() {
         "Age of the oldest delivery-log or download-log record held (retention)."
     );
     describe_counter!(
+        AUTH_BANS,
+        "Client IPs banned after repeated failed logins ([limits] auth_failures)."
+    );
+    describe_gauge!(AUTH_BANS_ACTIVE, "Client IPs banned right now.");
+    describe_counter!(
+        BANNED_CONNECTIONS,
+        "Connections and AUTH attempts refused with 421 because the client IP is banned."
+    );
+    describe_counter!(
         LINK_DOWNLOADS,
         "Download attempts on the link service, by outcome."
     );
@@ -216,9 +233,12 @@ fn zero() {
         MESSAGES_BOUNCED,
         DSN_SENT,
         DOCUMENTS_STORED,
+        AUTH_BANS,
+        BANNED_CONNECTIONS,
     ] {
         counter!(c).increment(0);
     }
+    gauge!(AUTH_BANS_ACTIVE).set(0.0);
     for o in DOWNLOAD_OUTCOMES {
         counter!(LINK_DOWNLOADS, "outcome" => o).increment(0);
     }
@@ -256,6 +276,20 @@ pub fn tls_handshake(result: Handshake) {
 
 pub fn auth_failure() {
     counter!(SMTP_AUTH_FAILURES).increment(1);
+}
+
+/// A client IP banned after repeated failed logins.
+pub fn auth_ban() {
+    counter!(AUTH_BANS).increment(1);
+}
+
+pub fn bans_active(n: usize) {
+    gauge!(AUTH_BANS_ACTIVE).set(n as f64);
+}
+
+/// A connection (or AUTH) refused because its IP is banned.
+pub fn banned_connection() {
+    counter!(BANNED_CONNECTIONS).increment(1);
 }
 
 pub fn accepted() {
@@ -445,6 +479,8 @@ mod tests {
             DOCUMENTS_PURGED,
             LINK_DOWNLOADS,
             BLOCKLIST_CHECKS,
+            AUTH_BANS,
+            BANNED_CONNECTIONS,
         ];
         for name in counters {
             assert!(
@@ -459,6 +495,7 @@ mod tests {
             UPSTREAM_BREAKER_OPEN,
             OLDEST_RECORD_AGE,
             BLOCKLIST_LISTED,
+            AUTH_BANS_ACTIVE,
         ] {
             assert!(
                 name.starts_with("schleuse_") && !name.ends_with("_total"),

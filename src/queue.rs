@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::store::{NewMessage, QueueId, Store, StoreError};
+use crate::dkim::Signer;
+use crate::store::{NewMessage, QueueId, Store, StoreError, new_queue_id};
 
 pub struct Queue {
     store: Arc<dyn Store>,
@@ -37,5 +38,28 @@ impl Queue {
     /// Resolves when a new message was submitted.
     pub async fn notified(&self) {
         self.wake.notified().await
+    }
+}
+
+/// A notice from the gateway to a staff member (link password, PII warning,
+/// first download), DKIM-signed like any relayed message and sent from the
+/// system address so bounces come back to the county.
+pub fn staff_notice(
+    signer: &Signer,
+    system_address: &str,
+    account: &str,
+    staff: &str,
+    mut content: Vec<u8>,
+) -> NewMessage {
+    if let Ok(Some(signature)) = signer.sign(&content) {
+        content.splice(0..0, signature);
+    }
+    NewMessage {
+        id: new_queue_id(),
+        account: account.to_owned(),
+        sender: system_address.to_owned(),
+        recipients: vec![staff.to_owned()],
+        content,
+        ..NewMessage::default()
     }
 }

@@ -2,7 +2,8 @@
 //! says. The delivery log of final messages is purged here; document links
 //! and the download log are purged with the documents (`links::tasks`).
 //! Expired suppression entries go in the same round, relay (Mailjet)
-//! events with the delivery log.
+//! events with the delivery log. Ended limit-counter windows and bans
+//! (`crate::limits`) go too, and the in-memory limit state is tidied.
 //! The age of the oldest record held is a metric, so a purge that stopped
 //! working shows on a dashboard, not in an audit.
 
@@ -43,6 +44,15 @@ pub async fn purge_once(shared: &Shared) -> usize {
         }
         Err(e) => tracing::error!(error = %e, "suppression purge failed"),
     }
+    match store.purge_limits(now_ms()).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::debug!(rows, "limits: ended counter windows and bans purged"),
+        Err(e) => tracing::error!(error = %e, "limits purge failed"),
+    }
+    if let Ok(bans) = store.bans(now_ms()).await {
+        crate::metrics::bans_active(bans.len());
+    }
+    shared.limits.housekeeping(&config.limits);
     match store.oldest_record().await {
         Ok(oldest) => crate::metrics::oldest_record(oldest),
         Err(e) => tracing::warn!(error = %e, "cannot read the oldest record's age"),

@@ -43,6 +43,8 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     pub queue: Queue,
     pub connections: Connections,
+    /// Per-IP message rate and failed logins (`crate::limits`).
+    pub limits: crate::limits::State,
     /// Password checks running at once. Each argon2 check takes ~19 MiB and
     /// a core for tens of milliseconds: unbounded, a login flood would take
     /// gigabytes and starve everything else.
@@ -72,6 +74,7 @@ impl Shared {
             shutdown,
             queue,
             connections: Connections::default(),
+            limits: crate::limits::State::default(),
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),

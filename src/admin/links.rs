@@ -3,23 +3,9 @@
 //! A revocation takes effect at once, also for a running gateway: the row
 //! is a tombstone and the file is gone before the command returns.
 
-use std::time::{Duration, UNIX_EPOCH};
-
+use super::{size, time};
 use crate::links::vault::Vault;
 use crate::store::{LinkState, Store, StoreError};
-
-fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1}K", b as f64 / (1 << 10) as f64),
-        b => format!("{b}"),
-    }
-}
 
 pub async fn list(store: &dyn Store, all: bool, json: bool) -> anyhow::Result<()> {
     let links = store.links(all).await?;

@@ -12,6 +12,21 @@ pub mod rules;
 pub mod suppress;
 pub mod user;
 
+/// A Unix-millisecond time for tables: RFC 3339, UTC, whole seconds.
+pub(crate) fn time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A byte count for tables: `812`, `4.0K`, `1.5M`.
+pub(crate) fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1}K", b as f64 / (1 << 10) as f64),
+        b => format!("{b}"),
+    }
+}
+
 /// Renders rows as a left-aligned table with a header line.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

@@ -1,24 +1,10 @@
 //! `schleuse queue list|show|retry|delete|hold|release|flush`, like
 //! `mailq`/`postsuper`, against the same database the gateway uses.
 
-use std::time::{Duration, UNIX_EPOCH};
-
+use super::{size, time};
 use anyhow::bail;
 
 use crate::store::{MessageInfo, RecipientState, Store};
-
-fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1}K", b as f64 / (1 << 10) as f64),
-        b => format!("{b}"),
-    }
-}
 
 fn pending(m: &MessageInfo) -> usize {
     m.recipients

@@ -2,6 +2,7 @@
 //! (SPEC §3, §6), against the same database the gateway uses; a change
 //! applies to the next `RCPT TO` at once.
 
+use super::time;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -37,11 +38,6 @@ pub enum SuppressCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-}
-
-fn time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn until(s: &Suppression) -> String {

@@ -81,6 +81,7 @@ pub fn add(
         name: name.to_string(),
         password_hash: accounts::hash_password(&password)?,
         allowed_senders: senders.to_vec(),
+        ..Default::default()
     })?;
     all.save(file)?;
     println!("account {name} added to {}; {RELOAD_HINT}", file.display());

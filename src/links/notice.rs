@@ -36,7 +36,9 @@ pub struct DownloadNotice<'a> {
     pub file_name: &'a str,
 }
 
-fn build(from: &str, to: &str, subject: String, body: String) -> Vec<u8> {
+/// A plain-text notice from the gateway (`Auto-Submitted`, so no
+/// auto-responder answers it).
+pub(crate) fn build(from: &str, to: &str, subject: String, body: String) -> Vec<u8> {
     MessageBuilder::new()
         .from(from)
         .to(to)

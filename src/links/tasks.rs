@@ -13,7 +13,7 @@ use super::service::{self, ServiceOptions};
 use super::vault::NoticeHook;
 use crate::config::{AttachmentMode, Config};
 use crate::server::Shared;
-use crate::store::{DownloadNotice, NewMessage, new_queue_id};
+use crate::store::DownloadNotice;
 
 /// Binds the link service's port when links are on; a port that cannot be
 /// bound stops the start, like an SMTP listener's.
@@ -96,7 +96,7 @@ pub fn spawn_notices(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Downlo
         while let Some(n) = rx.recv().await {
             let config = shared.config();
             let system = &config.sender.system_address;
-            let mut content = NoticeMail {
+            let content = NoticeMail {
                 language: config.attachments.language,
                 from: system,
                 to: &n.notify_to,
@@ -105,17 +105,13 @@ pub fn spawn_notices(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Downlo
                 file_name: &n.file_name,
             }
             .render();
-            if let Ok(Some(signature)) = shared.dkim().sign(&content) {
-                content.splice(0..0, signature);
-            }
-            let msg = NewMessage {
-                id: new_queue_id(),
-                account: n.account.clone(),
-                sender: system.clone(),
-                recipients: vec![n.notify_to.clone()],
+            let msg = crate::queue::staff_notice(
+                &shared.dkim(),
+                system,
+                &n.account,
+                &n.notify_to,
                 content,
-                ..NewMessage::default()
-            };
+            );
             match shared.queue.submit(msg).await {
                 Ok(id) => {
                     tracing::info!(link = %n.link_id, queue_id = %id, "first-download notice queued")

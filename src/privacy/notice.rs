@@ -1,8 +1,6 @@
 //! The PII warning to the staff member (`pii = "warn"`): which categories
 //! of personal data the message seemed to carry, never the data itself.
 
-use mail_builder::MessageBuilder;
-
 use super::pii::Category;
 use super::policy::labels;
 use crate::links::Language;
@@ -45,16 +43,6 @@ impl PiiNotice<'_> {
                 ),
             ),
         };
-        MessageBuilder::new()
-            .from(self.from)
-            .to(self.to)
-            .subject(subject)
-            .header(
-                "Auto-Submitted",
-                mail_builder::headers::raw::Raw::new("auto-generated"),
-            )
-            .text_body(body)
-            .write_to_vec()
-            .unwrap_or_default()
+        crate::links::notice::build(self.from, self.to, subject, body)
     }
 }

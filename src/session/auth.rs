@@ -19,6 +19,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.account.is_some() {
             return reply::ALREADY_AUTHED;
         }
+        if let Some(r) = self.ban().await {
+            crate::metrics::banned_connection();
+            return r;
+        }
         if self.envelope.is_some() {
             return reply::AUTH_IN_TRANSACTION;
         }
@@ -89,17 +93,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let (Some(authz), Some(authc), Some(pass), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return self.auth_failed("-", "malformed PLAIN response");
+            return self.auth_failed("-", "malformed PLAIN response").await;
         };
         let (Ok(authz), Ok(authc), Ok(pass)) = (
             std::str::from_utf8(authz),
             std::str::from_utf8(authc),
             std::str::from_utf8(pass),
         ) else {
-            return self.auth_failed("-", "PLAIN response is not UTF-8");
+            return self.auth_failed("-", "PLAIN response is not UTF-8").await;
         };
         if !authz.is_empty() && authz != authc {
-            return self.auth_failed(authc, "authorization identity differs");
+            return self
+                .auth_failed(authc, "authorization identity differs")
+                .await;
         }
         self.verify(authc.to_string(), pass.to_string()).await
     }
@@ -127,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.account = Some(account);
                 reply::AUTH_OK
             }
-            Ok(None) => self.auth_failed(&user, "wrong name or password"),
+            Ok(None) => self.auth_failed(&user, "wrong name or password").await,
             Err(e) => {
                 tracing::error!(error = %e, "password check failed to run");
                 reply::AUTH_UNAVAILABLE
@@ -135,8 +141,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    fn auth_failed(&self, user: &str, why: &str) -> Reply {
+    /// Counts the failure; the one that reaches `[limits] auth_failures`
+    /// bans the client IP (`crate::limits`). It is still answered `535`.
+    async fn auth_failed(&self, user: &str, why: &str) -> Reply {
         crate::metrics::auth_failure();
+        let ip = self.origin.peer.ip();
+        let limits = &self.config.limits;
+        if self.shared.limits.auth_failed(limits, ip) {
+            let now = crate::store::now_ms();
+            let until = now.saturating_add(
+                i64::try_from(limits.auth_ban_time.as_millis()).unwrap_or(i64::MAX / 2),
+            );
+            let ban = crate::store::limits::Ban {
+                ip: ip.to_string(),
+                created_at: now,
+                until,
+                reason: format!(
+                    "{} failed logins within {}",
+                    limits.auth_failures,
+                    humantime::format_duration(limits.auth_failure_window)
+                ),
+            };
+            let store = self.shared.queue.store();
+            match store.ban(ban).await {
+                Ok(()) => {
+                    crate::metrics::auth_ban();
+                    if let Ok(bans) = store.bans(now).await {
+                        crate::metrics::bans_active(bans.len());
+                    }
+                    tracing::warn!(
+                        session = %self.origin.session_id,
+                        client = %ip,
+                        failures = limits.auth_failures,
+                        until = %crate::limits::retry_hint(until, now),
+                        "client IP banned after repeated failed logins"
+                    );
+                }
+                Err(e) => tracing::error!(client = %ip, error = %e, "cannot store a ban"),
+            }
+        }
         tracing::warn!(
             session = %self.origin.session_id,
             client = %self.origin.peer.ip(),

@@ -370,6 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             links: sealed.iter().map(|s| s.link.clone()).collect(),
             companions,
             note: note.clone(),
+            counters: crate::limits::counters(&account.name, rcpts, crate::store::now_ms()),
         };
         match self.shared.queue.submit(msg).await {
             Ok(id) => {
@@ -421,7 +422,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let subject = subject_of(message);
         let files: Vec<String> = sealed.iter().map(|s| s.link.file_name.clone()).collect();
         let system = &self.config.sender.system_address;
-        let mut content = PasswordNotice {
+        let content = PasswordNotice {
             language: self.config.attachments.language,
             from: system,
             to: staff,
@@ -433,17 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             expires_at,
         }
         .render();
-        if let Ok(Some(signature)) = self.shared.dkim().sign(&content) {
-            content.splice(0..0, signature);
-        }
-        NewMessage {
-            id: new_queue_id(),
-            account: account.to_owned(),
-            sender: system.clone(),
-            recipients: vec![staff.to_owned()],
-            content,
-            ..NewMessage::default()
-        }
+        crate::queue::staff_notice(&self.shared.dkim(), system, account, staff, content)
     }
 
     /// The PII warning for the staff member: committed with the message.
@@ -456,7 +447,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         message: &[u8],
     ) -> NewMessage {
         let system = &self.config.sender.system_address;
-        let mut content = crate::privacy::notice::PiiNotice {
+        let content = crate::privacy::notice::PiiNotice {
             language: self.config.attachments.language,
             from: system,
             to: staff,
@@ -465,16 +456,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             categories,
         }
         .render();
-        if let Ok(Some(signature)) = self.shared.dkim().sign(&content) {
-            content.splice(0..0, signature);
-        }
-        NewMessage {
-            id: new_queue_id(),
-            account: account.to_owned(),
-            sender: system.clone(),
-            recipients: vec![staff.to_owned()],
-            content,
-            ..NewMessage::default()
-        }
+        crate::queue::staff_notice(&self.shared.dkim(), system, account, staff, content)
     }
 }

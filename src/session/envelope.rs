@@ -6,18 +6,88 @@
 //! recipient over `limits.max_recipients_per_message` gets `452 4.5.3`
 //! (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction).
 //! A recipient on the suppression list gets `550 5.1.1` with the reason
-//! (`super::suppression`).
+//! (`super::suppression`). Account quotas and the client IP's message rate
+//! are checked at MAIL, recipients per day at RCPT (`450 4.7.1` with a
+//! retry hint; see `crate::limits`).
 
 use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply::{self, Reply};
 use super::{Envelope, Session};
+use crate::accounts::Account;
 use crate::config::Sending;
+use crate::limits::{self, Kind, Quotas};
 use crate::policy;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    pub(super) fn mail(&mut self, from: MailFrom<String>) -> Reply {
+    /// The account's hourly and daily message quotas, then the client IP's
+    /// message rate (`crate::limits`).
+    async fn mail_limits(&mut self, account: &Account) -> Result<(), Reply> {
+        let now = crate::store::now_ms();
+        let quotas = Quotas::of(&self.config.limits, account);
+        let checks: Vec<(Kind, u32)> = [
+            (Kind::MessagesHour, quotas.messages_per_hour),
+            (Kind::MessagesDay, quotas.messages_per_day),
+        ]
+        .into_iter()
+        .filter(|(_, limit)| *limit > 0)
+        .collect();
+        if !checks.is_empty() {
+            let keys = checks
+                .iter()
+                .map(|(k, _)| k.key(&account.name, now).0)
+                .collect();
+            match self.shared.queue.store().counters(keys, now).await {
+                Ok(counts) => {
+                    for ((kind, limit), count) in checks.into_iter().zip(counts) {
+                        if count >= u64::from(limit) {
+                            let r = limits::quota_reply(&account.name, kind, limit, now);
+                            self.log_rejection("account_quota", &r);
+                            return Err(r);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the account's counters"),
+            }
+        }
+        let ip = self.origin.peer.ip();
+        if let Err(wait) = self.shared.limits.ip_message(&self.config.limits, ip) {
+            let per_minute = self.config.limits.ip_messages_per_minute;
+            let r = limits::ip_rate_reply(ip, per_minute, wait, now);
+            self.log_rejection("ip_rate", &r);
+            return Err(r);
+        }
+        Ok(())
+    }
+
+    /// The account's recipients per day, counting those already accepted
+    /// in this transaction (`have`).
+    async fn rcpt_quota(&mut self, have: u64) -> Result<(), Reply> {
+        let Some(account) = self.account.clone() else {
+            return Ok(());
+        };
+        let limit = Quotas::of(&self.config.limits, &account).recipients_per_day;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = crate::store::now_ms();
+        let key = Kind::RecipientsDay.key(&account.name, now).0;
+        match self.shared.queue.store().counters(vec![key], now).await {
+            Ok(counts) if counts.first().copied().unwrap_or(0) + have >= u64::from(limit) => {
+                let r = limits::quota_reply(&account.name, Kind::RecipientsDay, limit, now);
+                self.log_rejection("account_quota", &r);
+                Err(r)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the account's counters");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn mail(&mut self, from: MailFrom<String>) -> Reply {
         if self.helo.is_none() {
             return reply::NEED_EHLO;
         }
@@ -44,6 +114,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && let Err(r) = policy::check_envelope_sender(account, &from.address)
         {
             self.log_rejection("mail", &r);
+            return r;
+        }
+        let account = account.clone();
+        if let Err(r) = self.mail_limits(&account).await {
             return r;
         }
         self.envelope = Some(Envelope {
@@ -78,6 +152,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return r;
         }
         let null_sender = envelope.sender.is_empty();
+        let have = envelope.recipients.len() as u64;
+        if let Err(r) = self.rcpt_quota(have).await {
+            return r;
+        }
         if let Some(r) = self.rcpt_refused(&to.address, null_sender).await {
             return r;
         }

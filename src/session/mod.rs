@@ -130,6 +130,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Runs the dialogue. `greet` is false after STARTTLS (no second 220).
     pub async fn run(&mut self, greet: bool) -> Outcome {
+        if greet && let Some(r) = self.ban().await {
+            tracing::info!(session = %self.origin.session_id, client = %self.origin.peer.ip(), "banned client refused");
+            crate::metrics::banned_connection();
+            r.write_to(&mut self.output);
+            let _ = self.flush().await;
+            return Outcome::Closed;
+        }
         if greet {
             let greeting = format!("220 {} ESMTP ready\r\n", self.config.server.hostname);
             self.output.extend_from_slice(greeting.as_bytes());
@@ -271,7 +278,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.auth_reply(r).await
             }
             Request::Mail { from } => {
-                let r = self.mail(from);
+                let r = self.mail(from).await;
                 self.reply(r)
             }
             Request::Rcpt { to } => {
@@ -363,7 +370,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Logs a refused MAIL, RCPT or message, and counts it by reason.
     fn log_rejection(&self, stage: &'static str, r: &Reply) {
-        if matches!(stage, "documents" | "pii" | "rule") {
+        if matches!(
+            stage,
+            "documents" | "pii" | "rule" | "ip_rate" | "account_quota"
+        ) {
             crate::metrics::rejected_stage(stage);
         } else {
             crate::metrics::rejected(r);
@@ -375,6 +385,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             reply = %r.log_text(),
             "refused"
         );
+    }
+
+    /// The `421 4.7.0` for this client if its IP is banned. A store that
+    /// cannot be read lets the client in (and says so in the log).
+    async fn ban(&self) -> Option<Reply> {
+        let ip = self.origin.peer.ip();
+        let now = crate::store::now_ms();
+        match self.shared.queue.store().banned(&ip.to_string(), now).await {
+            Ok(ban) => ban.map(|b| crate::limits::banned_reply(ip, b.until, now)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the ban list");
+                None
+            }
+        }
     }
 
     fn data_timeouts(&self) -> (Duration, Duration) {

@@ -14,6 +14,7 @@
 //!   (delivered or bounced); the metadata row stays for the delivery log.
 
 pub mod documents;
+pub mod limits;
 pub mod links;
 pub mod pseudonym;
 pub mod sqlite;
@@ -148,6 +149,9 @@ pub struct NewMessage {
     /// An internal note for the delivery log (e.g. the PII categories
     /// found); never message content.
     pub note: Option<String>,
+    /// Limit counters this message adds to (`crate::limits`), in the same
+    /// transaction: an accepted message always counts.
+    pub counters: Vec<limits::Counter>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -420,6 +424,35 @@ pub trait Store: Send + Sync + 'static {
         &self,
         address: &str,
     ) -> BoxFuture<'_, Result<suppression::ErasedSuppression, StoreError>>;
+
+    // Limits and AUTH bans (SPEC §6); see `crate::limits`.
+
+    /// The counts of fixed-window counters, in the order of `keys` (0 for
+    /// none or an ended window).
+    fn counters(
+        &self,
+        keys: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>>;
+
+    /// Adds a ban (or lengthens an active one for the same IP).
+    fn ban(&self, ban: limits::Ban) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The active ban of `ip`, if any.
+    fn banned(
+        &self,
+        ip: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<limits::Ban>, StoreError>>;
+
+    /// Active bans, longest-lasting first.
+    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<limits::Ban>, StoreError>>;
+
+    /// Lifts a ban; `false` if there was none.
+    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Deletes ended counter windows and bans; returns how many rows went.
+    fn purge_limits(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -26,6 +26,7 @@ use super::{
     QueueId, QueueStats, RecipientInfo, RecipientState, Store, StoreError, now_ms,
 };
 
+mod limits;
 mod links;
 mod log;
 mod suppression;
@@ -101,6 +102,7 @@ impl SqliteStore {
         writer.execute_batch(links::SCHEMA)?;
         writer.execute_batch(log::SCHEMA)?;
         writer.execute_batch(suppression::SCHEMA)?;
+        writer.execute_batch(limits::SCHEMA)?;
         migrate(&writer)?;
         let pseudonyms = Pseudonymizer::load_or_create(data_dir).map_err(|e| StoreError::Io {
             path: data_dir.join(super::pseudonym::KEY_FILE),
@@ -347,6 +349,7 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
     for companion in &msg.companions {
         insert_message(conn, companion)?;
     }
+    limits::add(conn, &msg.counters)?;
     Ok(msg.id.clone())
 }
 
@@ -819,6 +822,40 @@ impl Store for SqliteStore {
         let address = address.to_owned();
         let pseudonym = self.pseudonyms.of(&address);
         self.write(move |conn| suppression::erase(conn, &address, &pseudonym))
+    }
+
+    fn counters(
+        &self,
+        keys: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
+        self.read(move |conn| limits::get(conn, &keys, now_ms))
+    }
+
+    fn ban(&self, ban: super::limits::Ban) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(move |conn| limits::ban(conn, &ban))
+    }
+
+    fn banned(
+        &self,
+        ip: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<super::limits::Ban>, StoreError>> {
+        let ip = ip.to_owned();
+        self.read(move |conn| limits::banned(conn, &ip, now_ms))
+    }
+
+    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<super::limits::Ban>, StoreError>> {
+        self.read(move |conn| limits::list(conn, now_ms))
+    }
+
+    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let ip = ip.to_owned();
+        self.write(move |conn| limits::unban(conn, &ip))
+    }
+
+    fn purge_limits(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| limits::purge(conn, now_ms))
     }
 }
 

@@ -534,6 +534,10 @@ pub struct GatewayConf {
     pub attachments_extra: String,
     /// Raw TOML lines appended to the `[privacy]` table.
     pub privacy_extra: String,
+    /// Raw TOML lines appended to the `[limits]` table. The rate and quota
+    /// limits are off (0) in the harness unless named here, so load tests
+    /// are not throttled.
+    pub limits_extra: String,
 }
 
 impl GatewayConf {
@@ -563,6 +567,7 @@ impl GatewayConf {
             // The PII check off unless a test is about it: other tests
             // send made-up personal data and compare bytes.
             privacy_extra: "pii = \"off\"\n".into(),
+            limits_extra: String::new(),
         }
     }
 
@@ -664,6 +669,17 @@ impl Env {
         writeln!(t, "max_message_size = {}", toml_str(c.max_message_size)).unwrap();
         writeln!(t, "max_recipients_per_message = {}", c.max_recipients).unwrap();
         writeln!(t, "max_connections = 500\nmax_connections_per_ip = 50").unwrap();
+        for key in [
+            "ip_messages_per_minute",
+            "account_messages_per_hour",
+            "account_messages_per_day",
+            "account_recipients_per_day",
+        ] {
+            if !c.limits_extra.contains(key) {
+                writeln!(t, "{key} = 0").unwrap();
+            }
+        }
+        t.push_str(&c.limits_extra);
         writeln!(t, "\n[timeouts]").unwrap();
         writeln!(
             t,
