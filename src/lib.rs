@@ -26,6 +26,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod anomaly;
 pub mod config;
 pub mod delivery;
 pub mod dkim;

@@ -63,6 +63,8 @@ pub struct State {
     /// The limiter and the rate it was built for (rebuilt on a change).
     ip_rate: Mutex<Option<(u32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>>,
     auth_failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Alerts raised and baselines read by the anomaly hold.
+    pub anomaly: crate::anomaly::State,
 }
 
 impl State {

@@ -65,6 +65,9 @@ enum Command {
     /// The suppression list: addresses that bounced hard are refused at RCPT
     #[command(subcommand)]
     Suppress(admin::suppress::SuppressCommand),
+    /// Client IPs banned after repeated failed logins
+    #[command(subcommand)]
+    Bans(admin::bans::BansCommand),
 }
 
 #[derive(Subcommand)]
@@ -179,8 +182,13 @@ enum QueueCommand {
     Delete { id: String },
     /// Hold a queued message until released
     Hold { id: String },
-    /// Release a held message
-    Release { id: String },
+    /// Release a held message, or with --account every held message of an account
+    Release {
+        #[arg(required_unless_present = "account", conflicts_with = "account")]
+        id: Option<String>,
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
     /// Try every queued message now
     Flush,
 }
@@ -319,6 +327,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&config)?;
             rt.block_on(admin::suppress::run(store.as_ref(), &config, cmd))
         }
+        Command::Bans(cmd) => {
+            let config = source.load_for_admin()?;
+            let rt = runtime()?;
+            let store = open_store(&config)?;
+            rt.block_on(admin::bans::run(store.as_ref(), cmd))
+        }
         Command::Rules(cmd) => {
             let config = source.load_for_admin()?;
             admin::rules::run(&config, cmd)
@@ -397,11 +411,16 @@ async fn queue_command(store: &dyn Store, cmd: QueueCommand) -> anyhow::Result<(
             println!("{id}: held");
             Ok(())
         }
-        QueueCommand::Release { id } => {
+        QueueCommand::Release { id: Some(id), .. } => {
             store.release(&id).await?;
             println!("{id}: released");
             Ok(())
         }
+        QueueCommand::Release {
+            id: None,
+            account: Some(account),
+        } => admin::queue::release_account(store, &account).await,
+        QueueCommand::Release { .. } => anyhow::bail!("queue release needs an ID or --account"),
         QueueCommand::Flush => {
             let n = store.flush().await?;
             println!("{n} queued message(s) will be retried within a second");

@@ -36,6 +36,7 @@
 //! | `auth_bans_total` | counter | |
 //! | `auth_bans_active` | gauge | |
 //! | `smtp_banned_connections_total` | counter | |
+//! | `anomaly_holds_total` | counter | `account` |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub const OLDEST_RECORD_AGE: &str = "schleuse_oldest_record_age_seconds";
 pub const AUTH_BANS: &str = "schleuse_auth_bans_total";
 pub const AUTH_BANS_ACTIVE: &str = "schleuse_auth_bans_active";
 pub const BANNED_CONNECTIONS: &str = "schleuse_smtp_banned_connections_total";
+pub const ANOMALY_HOLDS: &str = "schleuse_anomaly_holds_total";
 
 /// Every `outcome` of [`LINK_DOWNLOADS`] (`crate::links::DownloadOutcome`).
 pub const DOWNLOAD_OUTCOMES: [&str; 4] = ["downloaded", "wrong_password", "rate_limited", "gone"];
@@ -218,6 +220,10 @@ fn describe() {
         "Connections and AUTH attempts refused with 421 because the client IP is banned."
     );
     describe_counter!(
+        ANOMALY_HOLDS,
+        "Messages held because their account sent far above its baseline ([reputation] anomaly_hold)."
+    );
+    describe_counter!(
         LINK_DOWNLOADS,
         "Download attempts on the link service, by outcome."
     );
@@ -285,6 +291,11 @@ pub fn auth_ban() {
 
 pub fn bans_active(n: usize) {
     gauge!(AUTH_BANS_ACTIVE).set(n as f64);
+}
+
+/// A message held by the anomaly hold (`crate::anomaly`).
+pub fn anomaly_hold(account: &str) {
+    counter!(ANOMALY_HOLDS, "account" => account.to_string()).increment(1);
 }
 
 /// A connection (or AUTH) refused because its IP is banned.

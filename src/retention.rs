@@ -3,7 +3,8 @@
 //! and the download log are purged with the documents (`links::tasks`).
 //! Expired suppression entries go in the same round, relay (Mailjet)
 //! events with the delivery log. Ended limit-counter windows and bans
-//! (`crate::limits`) go too, and the in-memory limit state is tidied.
+//! (`crate::limits`) go too (hourly message counters only after
+//! `[reputation] anomaly_baseline` while the anomaly hold is on), and the in-memory limit state is tidied.
 //! The age of the oldest record held is a metric, so a purge that stopped
 //! working shows on a dashboard, not in an audit.
 
@@ -44,7 +45,13 @@ pub async fn purge_once(shared: &Shared) -> usize {
         }
         Err(e) => tracing::error!(error = %e, "suppression purge failed"),
     }
-    match store.purge_limits(now_ms()).await {
+    // The anomaly hold's baseline reads ended hourly buckets.
+    let keep_hourly = if config.reputation.anomaly_hold {
+        millis(config.reputation.anomaly_baseline)
+    } else {
+        0
+    };
+    match store.purge_limits(now_ms(), keep_hourly).await {
         Ok(0) => {}
         Ok(rows) => tracing::debug!(rows, "limits: ended counter windows and bans purged"),
         Err(e) => tracing::error!(error = %e, "limits purge failed"),

@@ -161,3 +161,39 @@ fn ip_message_rate_and_daily_recipients() {
     );
     assert!(r.text().contains(" seconds)"), "under a minute: {r}");
 }
+
+#[test]
+fn bans_list_and_remove() {
+    let w = World::relay_with(UpstreamOpts::default(), |c| {
+        c.limits_extra =
+            "auth_failures = 2\nauth_failure_window = \"1m\"\nauth_ban_time = \"1h\"\n".into();
+    });
+    let mut c = Smtp::connect_tls(w.port(), w.ca());
+    for _ in 0..2 {
+        c.auth_plain(USER, "not-the-password");
+    }
+    assert!(greeting(w.port()).starts_with("421 4.7.0"), "banned");
+
+    let out = w.env.cli(&["bans", "list"], None);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    let header = text.lines().find(|l| l.starts_with("IP")).unwrap_or("");
+    assert!(
+        header.contains("SINCE") && header.contains("UNTIL") && header.contains("REASON"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1"), "{text}");
+    let out = w.env.cli(&["bans", "list", "--json"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"ip\": \"127.0.0.1\""));
+
+    let out = w.env.cli(&["bans", "remove", "192.0.2.99"], None);
+    assert!(!out.status.success(), "unknown IP: {}", output_text(&out));
+    assert!(output_text(&out).contains("192.0.2.99 is not banned"));
+
+    let out = w.env.cli(&["bans", "remove", "127.0.0.1"], None);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let g = greeting(w.port());
+    assert!(g.starts_with("220"), "welcome again after bans remove: {g}");
+    let out = w.env.cli(&["bans", "list"], None);
+    assert!(output_text(&out).contains("no client IP is banned"));
+}

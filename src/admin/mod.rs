@@ -4,6 +4,7 @@
 //! database, whose changes the delivery scheduler picks up within a second.
 //! And the running gateway's HTTP [`endpoint`] for monitoring.
 
+pub mod bans;
 pub mod endpoint;
 pub mod gdpr;
 pub mod links;

@@ -117,3 +117,23 @@ pub async fn show(store: &dyn Store, id: &str, json: bool) -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// Releases every held message of `account` (after an anomaly hold).
+pub async fn release_account(store: &dyn Store, account: &str) -> anyhow::Result<()> {
+    let held: Vec<String> = store
+        .list()
+        .await?
+        .into_iter()
+        .filter(|m| m.account == account && m.state == crate::store::MessageState::Held)
+        .map(|m| m.id)
+        .collect();
+    for id in &held {
+        store.release(id).await?;
+        println!("{id}: released");
+    }
+    println!(
+        "{} held message(s) of account {account} released",
+        held.len()
+    );
+    Ok(())
+}

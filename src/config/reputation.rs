@@ -1,4 +1,5 @@
-//! `[reputation]`: the blocklist watch (SPEC §6, `crate::reputation`).
+//! `[reputation]`: the blocklist watch (SPEC §6, `crate::reputation`) and
+//! the anomaly hold (`crate::anomaly`).
 //!
 //! Off by default: the IPs that matter are the ones the internet sees the
 //! mail come from, which the gateway cannot know by itself (behind Mailjet
@@ -34,6 +35,19 @@ pub struct Reputation {
     pub check_interval: Duration,
     /// Hold all delivery (messages stay queued) while anything is listed.
     pub pause_on_listing: bool,
+    /// Hold the further mail of an account sending far above its baseline
+    /// (`crate::anomaly`).
+    pub anomaly_hold: bool,
+    /// How far above the baseline (current > factor × baseline).
+    pub anomaly_factor: f64,
+    /// The current period (rounded up to whole hours).
+    #[serde(deserialize_with = "duration")]
+    pub anomaly_window: Duration,
+    /// How far back the baseline looks (rounded up to whole hours).
+    #[serde(deserialize_with = "duration")]
+    pub anomaly_baseline: Duration,
+    /// Nothing is held before the current window has this many messages.
+    pub anomaly_min_messages: u64,
 }
 
 impl Default for Reputation {
@@ -46,6 +60,11 @@ impl Default for Reputation {
             domains: Vec::new(),
             check_interval: Duration::from_secs(15 * 60),
             pause_on_listing: false,
+            anomaly_hold: false,
+            anomaly_factor: 5.0,
+            anomaly_window: Duration::from_secs(3600),
+            anomaly_baseline: Duration::from_secs(7 * 86_400),
+            anomaly_min_messages: 50,
         }
     }
 }
@@ -105,6 +124,27 @@ impl Reputation {
             return Err((
                 "reputation.check_interval".into(),
                 "must be at least 1s".into(),
+            ));
+        }
+        if !(self.anomaly_factor.is_finite() && self.anomaly_factor > 1.0) {
+            return Err((
+                "reputation.anomaly_factor".into(),
+                "must be a number greater than 1".into(),
+            ));
+        }
+        for (key, d) in [
+            ("anomaly_window", self.anomaly_window),
+            ("anomaly_baseline", self.anomaly_baseline),
+        ] {
+            if d < Duration::from_secs(60) {
+                return Err((format!("reputation.{key}"), "must be at least 1m".into()));
+            }
+        }
+        let hours = crate::anomaly::hours;
+        if hours(self.anomaly_baseline) <= hours(self.anomaly_window) {
+            return Err((
+                "reputation.anomaly_baseline".into(),
+                "must be longer than anomaly_window (both rounded up to whole hours)".into(),
             ));
         }
         Ok(())
@@ -168,6 +208,22 @@ mod tests {
             ..Reputation::default()
         };
         assert_eq!(bad.check().unwrap_err().0, "reputation.check_interval");
+        let bad = Reputation {
+            anomaly_factor: 1.0,
+            ..Reputation::default()
+        };
+        assert_eq!(bad.check().unwrap_err().0, "reputation.anomaly_factor");
+        let bad = Reputation {
+            anomaly_window: Duration::from_secs(30),
+            ..Reputation::default()
+        };
+        assert_eq!(bad.check().unwrap_err().0, "reputation.anomaly_window");
+        let bad = Reputation {
+            anomaly_window: Duration::from_secs(3600),
+            anomaly_baseline: Duration::from_secs(3000),
+            ..Reputation::default()
+        };
+        assert_eq!(bad.check().unwrap_err().0, "reputation.anomaly_baseline");
     }
 
     #[test]
@@ -184,5 +240,11 @@ mod tests {
         );
         assert_eq!(r.check_interval, d.check_interval);
         assert_eq!(r.pause_on_listing, d.pause_on_listing);
+        assert_eq!(r.anomaly_hold, d.anomaly_hold);
+        assert_eq!(r.anomaly_factor, d.anomaly_factor);
+        assert_eq!(
+            (r.anomaly_window, r.anomaly_baseline, r.anomaly_min_messages),
+            (d.anomaly_window, d.anomaly_baseline, d.anomaly_min_messages)
+        );
     }
 }

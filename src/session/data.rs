@@ -324,9 +324,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let size = body.len();
         let rcpts = recipients.len();
+        let anomaly = self
+            .shared
+            .limits
+            .anomaly
+            .check(
+                self.shared.queue.store().as_ref(),
+                &self.config.reputation,
+                &account.name,
+                crate::store::now_ms(),
+            )
+            .await;
         let held = self.shared.config().sending == Sending::Paused
             || matches!(pii, Decision::Hold { .. })
-            || rule_hold.is_some();
+            || rule_hold.is_some()
+            || anomaly.is_some();
         let documents = sealed.len();
         let mut companions = match &taken.generated_password {
             Some(password) => vec![self.password_notice(
@@ -355,6 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             decision.rule.as_ref().map(|r| format!("rule: {r}")),
             rule_hold.map(|why| format!("held: {why}")),
             pii.note(),
+            anomaly.as_ref().map(crate::anomaly::Anomaly::note),
         ]
         .into_iter()
         .flatten()

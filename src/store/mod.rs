@@ -452,7 +452,13 @@ pub trait Store: Send + Sync + 'static {
     fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Deletes ended counter windows and bans; returns how many rows went.
-    fn purge_limits(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
+    /// Hourly message counters are kept `keep_hourly_ms` after their end
+    /// (the anomaly hold's baseline, `crate::anomaly`).
+    fn purge_limits(
+        &self,
+        now_ms: i64,
+        keep_hourly_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
 }
 
 /// Milliseconds since the Unix epoch.

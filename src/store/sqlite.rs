@@ -854,8 +854,12 @@ impl Store for SqliteStore {
         self.write(move |conn| limits::unban(conn, &ip))
     }
 
-    fn purge_limits(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        self.write(move |conn| limits::purge(conn, now_ms))
+    fn purge_limits(
+        &self,
+        now_ms: i64,
+        keep_hourly_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| limits::purge(conn, now_ms, keep_hourly_ms))
     }
 }
 

@@ -90,8 +90,40 @@ pub(super) fn unban(conn: &Connection, ip: &str) -> Result<bool, StoreError> {
 }
 
 /// Deletes ended counter windows and bans; returns how many rows went.
-pub(super) fn purge(conn: &Connection, now: i64) -> Result<usize, StoreError> {
-    let counters = conn.execute("DELETE FROM limit_counters WHERE until <= ?1", [now])?;
+/// Hourly message buckets (`acct-msg-h:`) are kept `keep_hourly` ms after
+/// their end (the anomaly baseline).
+pub(super) fn purge(conn: &Connection, now: i64, keep_hourly: i64) -> Result<usize, StoreError> {
+    let counters = conn.execute(
+        "DELETE FROM limit_counters WHERE until <= ?1
+           AND NOT (key LIKE 'acct-msg-h:%' AND until > ?2)",
+        params![now, now.saturating_sub(keep_hourly.max(0))],
+    )?;
     let bans = conn.execute("DELETE FROM bans WHERE until <= ?1", [now])?;
     Ok(counters + bans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_keeps_hourly_message_buckets_for_the_baseline() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let c = |key: &str, until| Counter {
+            key: key.into(),
+            until,
+            add: 1,
+        };
+        add(
+            &conn,
+            &[c("acct-msg-h:via:1", 1_000), c("acct-msg-d:via:0", 1_000)],
+        )
+        .unwrap();
+        assert_eq!(purge(&conn, 2_000, 5_000).unwrap(), 1, "the daily one");
+        let keys = ["acct-msg-h:via:1".to_string()];
+        assert_eq!(get(&conn, &keys, i64::MIN).unwrap(), vec![1]);
+        assert_eq!(get(&conn, &keys, 2_000).unwrap(), vec![0], "ended");
+        assert_eq!(purge(&conn, 7_000, 5_000).unwrap(), 1, "after the baseline");
+    }
 }
