@@ -24,14 +24,8 @@ fn cli_ok(w: &World, args: &[&str]) -> String {
 
 #[test]
 fn anomaly_hold_and_release() {
-    // The window is the clock hour: start clear of its end.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = 3600 - secs % 3600;
-    if left < 60 {
-        std::thread::sleep(Duration::from_secs(left + 1));
-    }
+    // The window is the clock hour.
+    clear_of_hour_end();
     // No history: baseline 0, so max(baseline, 1) × 2 = 2; the minimum of 5
     // decides.
     let w = World::relay_with(UpstreamOpts::default(), |c| {

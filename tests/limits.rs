@@ -85,15 +85,8 @@ fn auth_failures_ban_the_ip_across_a_restart_until_the_ban_ends() {
 
 #[test]
 fn account_hourly_quota_holds_across_a_restart() {
-    // The window is the clock hour: start well clear of its end, so the
-    // test (about 15 s with the restart) cannot see it roll over.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = 3600 - secs % 3600;
-    if left < 60 {
-        std::thread::sleep(Duration::from_secs(left + 1));
-    }
+    // The window is the clock hour.
+    clear_of_hour_end();
     let mut w = World::relay_with(UpstreamOpts::default(), |c| {
         c.limits_extra = "account_messages_per_hour = 2\n".into();
     });

@@ -47,6 +47,18 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or `None` after `timeout`.
+/// Tests of hourly windows start clear of the clock hour's end, so a
+/// test of a few seconds cannot see the window roll over.
+pub fn clear_of_hour_end() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let left = 3600 - secs % 3600;
+    if left < 60 {
+        std::thread::sleep(Duration::from_secs(left + 1));
+    }
+}
+
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
