@@ -40,13 +40,34 @@ pub fn support_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support")
 }
 
-/// An ephemeral loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a server a test starts.
+///
+/// Taken from below Linux's ephemeral range (32768–60999): a port from
+/// that range, released here and bound by the gateway a moment later, can
+/// meanwhile become the source port of any outgoing connection on the
+/// machine, and the gateway then fails to start (this happened in CI).
+/// Each test binary walks the range from its own offset, so the tests of
+/// one binary (threads of one process) never get the same port twice.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
-/// Polls `f` every 50 ms until it returns `Some`, or `None` after `timeout`.
 /// Tests of hourly windows start clear of the clock hour's end, so a
 /// test of a few seconds cannot see the window roll over.
 pub fn clear_of_hour_end() {
@@ -59,6 +80,7 @@ pub fn clear_of_hour_end() {
     }
 }
 
+/// Polls `f` every 50 ms until it returns `Some`, or `None` after `timeout`.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
