@@ -75,8 +75,9 @@ pub struct Attachments {
     pub log_client_ip: bool,
     /// Peers whose `X-Forwarded-For` is believed (the reverse proxy).
     pub trusted_proxies: Vec<IpNet>,
-    /// Wrong passwords allowed per link in 15 minutes, and per client IP
-    /// in an hour, before the page answers `429`.
+    /// Wrong passwords per link (per client IP): this many at once, then one
+    /// more every 15 minutes / N (every hour / N) — a GCRA burst — before
+    /// the page answers `429`. A right password gives its attempt back.
     pub password_attempts_per_link: u32,
     pub password_attempts_per_ip: u32,
     /// How often expired documents are deleted.
