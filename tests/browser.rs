@@ -24,22 +24,8 @@ fn document(len: usize) -> Vec<u8> {
     let mut d = b"%PDF-1.4\n% schleuse browser test\n1 0 obj << /Type /Catalog >> endobj\n\
                   trailer << /Root 1 0 R >>\n%%EOF\n"
         .to_vec();
-    let mut x = 0x9e37_79b9u32;
-    while d.len() < len {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        d.push(x as u8);
-    }
+    fill_pseudo_random(&mut d, 0x9e37_79b9, len);
     d
-}
-
-fn wrap76(b64: &str) -> String {
-    b64.as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("\r\n")
 }
 
 /// multipart/mixed { text/plain, the PDF }, the link password in a header.

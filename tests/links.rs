@@ -15,22 +15,8 @@ const PDF: &[u8] = b"%PDF-1.4\n% schleuse test document\n1 0 obj << /Type /Catal
 fn document(len: usize) -> Vec<u8> {
     let mut d = PDF.to_vec();
     d.extend_from_slice(b"Bescheid fuer Max Mustermann, Schuelerbefoerderung 2026\n");
-    let mut x = 0x1234_5678u32;
-    while d.len() < len {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        d.push(x as u8);
-    }
+    fill_pseudo_random(&mut d, 0x1234_5678, len);
     d
-}
-
-fn wrap76(b64: &str) -> String {
-    b64.as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("\r\n")
 }
 
 const QP_TEXT: &str = "Sehr geehrte Familie M=C3=BCller,=0D=0A\r\nanbei der Bescheid zur Sch=C3=BClerbef=C3=B6rderung. Mit freundlichen Gr=C3=BC=\r\n=C3=9Fen\r\n";

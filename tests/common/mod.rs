@@ -68,6 +68,26 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
+/// Base64 text wrapped at 76 characters with CRLF, as MIME writes it.
+pub fn wrap76(b64: &str) -> String {
+    b64.as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Appends xorshift bytes to `data` until it is `len` long: binary content
+/// that does not compress and is the same in every run.
+pub fn fill_pseudo_random(data: &mut Vec<u8>, mut seed: u32, len: usize) {
+    while data.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        data.push(seed as u8);
+    }
+}
+
 /// Tests of hourly windows start clear of the clock hour's end, so a
 /// test of a few seconds cannot see the window roll over.
 pub fn clear_of_hour_end() {
