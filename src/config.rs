@@ -23,6 +23,8 @@ mod suppression;
 pub use suppression::Suppression;
 mod reputation;
 pub use reputation::{Reputation, dns_name};
+mod outbound;
+pub use outbound::{DomainLimit, Egress};
 
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +245,9 @@ pub struct Upstream {
     /// 128 KiB/s); a stuck upstream must not stall the queue.
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Source addresses to connect from, in rotation (`[[upstream.egress]]`);
+    /// empty: the system picks.
+    pub egress: Vec<Egress>,
 }
 
 impl Default for Upstream {
@@ -257,6 +262,7 @@ impl Default for Upstream {
             ca_file: None,
             allowed_hosts: vec!["in-v3.mailjet.com".into()],
             timeout: Duration::from_secs(60),
+            egress: Vec::new(),
         }
     }
 }
@@ -274,6 +280,8 @@ pub struct Delivery {
     pub max_connections: usize,
     /// Upstream message rate cap across all connections.
     pub max_messages_per_second: u32,
+    /// Rate caps per group of recipient domains (`[[delivery.domain_limit]]`).
+    pub domain_limit: Vec<DomainLimit>,
 }
 
 impl Default for Delivery {
@@ -286,6 +294,7 @@ impl Default for Delivery {
             max_age: Duration::from_secs(5 * 86400),
             max_connections: 4,
             max_messages_per_second: 50,
+            domain_limit: Vec::new(),
         }
     }
 }
@@ -716,6 +725,11 @@ impl Config {
             return Err(self.invalid(key, reason));
         }
         if let Err((key, reason)) = self.reputation.check() {
+            return Err(self.invalid(&key, reason));
+        }
+        if let Err((key, reason)) = outbound::check_domain_limits(&self.delivery.domain_limit)
+            .and_then(|()| outbound::check_egress(&self.upstream.egress))
+        {
             return Err(self.invalid(&key, reason));
         }
         if let Err((key, reason)) = self.suppression.check(self.admin.enabled) {

@@ -131,6 +131,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     zero();
     blocklist_register();
     suppression_register();
+    outbound_register();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
@@ -466,6 +467,38 @@ pub fn relay_event(kind: &str) {
         .copied()
         .unwrap_or("other");
     counter!(RELAY_EVENTS, "event" => kind).increment(1);
+}
+
+pub const EGRESS_IN_ROTATION: &str = "schleuse_egress_in_rotation";
+pub const EGRESS_MESSAGES: &str = "schleuse_egress_messages_total";
+pub const DOMAIN_CAP_DEFERRED: &str = "schleuse_domain_cap_deferred_total";
+
+fn outbound_register() {
+    describe_gauge!(
+        EGRESS_IN_ROTATION,
+        "1 while an egress source address is used for upstream connections, 0 while a blocklist listing keeps it out."
+    );
+    describe_counter!(
+        EGRESS_MESSAGES,
+        "Messages handed to the upstream, by egress source address."
+    );
+    describe_counter!(
+        DOMAIN_CAP_DEFERRED,
+        "Recipients held back by a per-domain rate cap ([[delivery.domain_limit]])."
+    );
+    counter!(DOMAIN_CAP_DEFERRED).increment(0);
+}
+
+pub fn egress_in_rotation(address: std::net::IpAddr, yes: bool) {
+    gauge!(EGRESS_IN_ROTATION, "address" => address.to_string()).set(if yes { 1.0 } else { 0.0 });
+}
+
+pub fn egress_message(address: std::net::IpAddr) {
+    counter!(EGRESS_MESSAGES, "address" => address.to_string()).increment(1);
+}
+
+pub fn domain_cap_deferred(n: usize) {
+    counter!(DOMAIN_CAP_DEFERRED).increment(n as u64);
 }
 
 #[cfg(test)]

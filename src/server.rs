@@ -53,6 +53,8 @@ pub struct Shared {
     pub upstream_contact: delivery::Contact,
     /// Set by the blocklist watch to hold all delivery.
     pub delivery_pause: delivery::Pause,
+    /// Egress source addresses in use and out (`[[upstream.egress]]`).
+    pub egress: delivery::egress::Rotation,
     /// The encrypted document store behind the links.
     pub vault: Arc<Vault>,
 }
@@ -80,6 +82,7 @@ impl Shared {
             ),
             upstream_contact: delivery::Contact::default(),
             delivery_pause: delivery::Pause::default(),
+            egress: delivery::egress::Rotation::default(),
             vault,
         }
     }

@@ -5,155 +5,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, TXT};
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
-
+use common::dns::{Answer, DnsStandIn, Zone};
 use common::*;
 use schleuse::config::Config;
 use schleuse::reputation::blocklist::{self, Verdict};
 
-// ---------------------------------------------------------------------------
-// A DNS stand-in: UDP on 127.0.0.1; answers can be changed while it runs.
-
-#[derive(Debug, Clone)]
-enum Answer {
-    /// A records, and a TXT record at the same name.
-    Listed(Vec<Ipv4Addr>, Option<String>),
-    ServFail,
-    /// No reply at all.
-    Silent,
-}
-
-/// By lowercase name without the final dot; `*.zone` matches every name
-/// under `zone`. Anything else is NXDOMAIN.
-type Zone = HashMap<String, Answer>;
-
-struct DnsStandIn {
-    port: u16,
-    zone: Arc<Mutex<Zone>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DnsStandIn {
-    fn start(zone: Zone) -> DnsStandIn {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind DNS stand-in");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let port = sock.local_addr().expect("local addr").port();
-        let zone = Arc::new(Mutex::new(zone));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, shared) = (Arc::clone(&stop), Arc::clone(&zone));
-        let thread = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !flag.load(Ordering::Relaxed) {
-                let (n, peer) = match sock.recv_from(&mut buf) {
-                    Ok(x) => x,
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        continue;
-                    }
-                    Err(e) => panic!("DNS stand-in: {e}"),
-                };
-                let Ok(query) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let reply = answer(&shared.lock().unwrap(), &query);
-                if let Some(Ok(bytes)) = reply.map(|r| r.to_vec()) {
-                    let _ = sock.send_to(&bytes, peer);
-                }
-            }
-        });
-        DnsStandIn {
-            port,
-            zone,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn nameserver(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Changes (or with `None`, removes) the answer for `name`.
-    fn set(&self, name: &str, answer: Option<Answer>) {
-        let mut zone = self.zone.lock().unwrap();
-        match answer {
-            Some(a) => zone.insert(name.to_string(), a),
-            None => zone.remove(name),
-        };
-    }
-}
-
-fn lookup_zone(zone: &Zone, name: &str) -> Option<Answer> {
-    zone.get(name).cloned().or_else(|| {
-        zone.iter()
-            .find(|(k, _)| {
-                k.strip_prefix("*.")
-                    .is_some_and(|z| name.ends_with(&format!(".{z}")))
-            })
-            .map(|(_, a)| a.clone())
-    })
-}
-
-fn answer(zone: &Zone, query: &Message) -> Option<Message> {
-    let mut r = Message::response(query.metadata.id, query.metadata.op_code);
-    r.metadata.recursion_desired = query.metadata.recursion_desired;
-    r.metadata.recursion_available = true;
-    for q in &query.queries {
-        r.add_query(q.clone());
-    }
-    let Some(q) = query.queries.first() else {
-        r.metadata.response_code = ResponseCode::FormErr;
-        return Some(r);
-    };
-    let name = q.name().to_string();
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    match lookup_zone(zone, &name) {
-        Some(Answer::Silent) => return None,
-        Some(Answer::ServFail) => r.metadata.response_code = ResponseCode::ServFail,
-        Some(Answer::Listed(addrs, txt)) => match q.query_type() {
-            RecordType::A => {
-                for a in addrs {
-                    r.add_answer(Record::from_rdata(q.name().clone(), 60, RData::A(A(a))));
-                }
-            }
-            RecordType::TXT => {
-                if let Some(t) = txt {
-                    let txt = TXT::from_bytes(t.as_bytes().chunks(255).collect());
-                    r.add_answer(Record::from_rdata(q.name().clone(), 60, RData::TXT(txt)));
-                }
-            }
-            _ => {} // NODATA
-        },
-        None => r.metadata.response_code = ResponseCode::NXDomain,
-    }
-    Some(r)
-}
-
-impl Drop for DnsStandIn {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn listed(codes: &[[u8; 4]], txt: Option<&str>) -> Option<Answer> {
-    Some(Answer::Listed(
-        codes.iter().map(|c| Ipv4Addr::from(*c)).collect(),
-        txt.map(String::from),
-    ))
+    Some(Answer::listed(codes, txt))
 }
 
 // ---------------------------------------------------------------------------

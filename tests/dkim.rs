@@ -6,116 +6,18 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use base64::Engine as _;
-use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::TXT;
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
-
+use common::dns::{Answer, DnsStandIn, Zone};
 use common::*;
 use schleuse::config::DkimKey;
 use schleuse::dkim::Signer;
-
-// ---------------------------------------------------------------------------
-// A DNS stand-in: UDP on 127.0.0.1, fixed TXT records, NXDOMAIN otherwise.
-
-/// TXT records by lowercase name (no final dot); each record is a list of
-/// character-strings (at most 255 bytes each), which resolvers join.
-type Zone = HashMap<String, Vec<Vec<Vec<u8>>>>;
-
-struct DnsStandIn {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DnsStandIn {
-    fn start(zone: Zone) -> DnsStandIn {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind DNS stand-in");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let port = sock.local_addr().expect("local addr").port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !flag.load(Ordering::Relaxed) {
-                let (n, peer) = match sock.recv_from(&mut buf) {
-                    Ok(x) => x,
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        continue;
-                    }
-                    Err(e) => panic!("DNS stand-in: {e}"),
-                };
-                let Ok(query) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                if let Ok(bytes) = answer(&zone, &query).to_vec() {
-                    let _ = sock.send_to(&bytes, peer);
-                }
-            }
-        });
-        DnsStandIn {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn nameserver(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-fn answer(zone: &Zone, query: &Message) -> Message {
-    let mut r = Message::response(query.metadata.id, query.metadata.op_code);
-    r.metadata.recursion_desired = query.metadata.recursion_desired;
-    r.metadata.recursion_available = true;
-    r.metadata.authoritative = true;
-    for q in &query.queries {
-        r.add_query(q.clone());
-    }
-    let Some(q) = query.queries.first() else {
-        r.metadata.response_code = ResponseCode::FormErr;
-        return r;
-    };
-    let name = q.name().to_string();
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    match zone.get(&name) {
-        Some(records) if q.query_type() == RecordType::TXT => {
-            for strings in records {
-                let txt = TXT::from_bytes(strings.iter().map(Vec::as_slice).collect());
-                r.add_answer(Record::from_rdata(q.name().clone(), 60, RData::TXT(txt)));
-            }
-        }
-        Some(_) => {} // NODATA
-        None => r.metadata.response_code = ResponseCode::NXDomain,
-    }
-    r
-}
-
-impl Drop for DnsStandIn {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A record value as DNS carries it: strings of at most 255 bytes.
-fn txt(value: &str) -> Vec<Vec<u8>> {
-    value.as_bytes().chunks(255).map(<[u8]>::to_vec).collect()
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -371,15 +273,15 @@ fn check_against_a_dns_stand_in() {
     let other = keygen(&env, "other.example", "s1", "ed25519");
 
     let mut zone = Zone::new();
-    zone.insert(ed.name.clone(), vec![txt(&ed.value)]);
+    zone.insert(ed.name.clone(), Answer::txt(&[&ed.value]));
     // Over 255 bytes: served as two strings, joined by the resolver.
     assert!(rsa.value.len() > 255);
-    zone.insert(rsa.name.clone(), vec![txt(&rsa.value)]);
+    zone.insert(rsa.name.clone(), Answer::txt(&[&rsa.value]));
     // mismatch.example publishes other.example's key.
-    zone.insert(wrong.name.clone(), vec![txt(&other.value)]);
+    zone.insert(wrong.name.clone(), Answer::txt(&[&other.value]));
     zone.insert(
         malformed.name.clone(),
-        vec![txt("v=DKIM1; k=ed25519; p=not*base64!")],
+        Answer::txt(&["v=DKIM1; k=ed25519; p=not*base64!"]),
     );
     let dns = DnsStandIn::start(zone);
 

@@ -229,7 +229,12 @@ async fn probe_upstream(shared: Arc<Shared>) {
         if config.upstream.mode == UpstreamMode::Relay && stale {
             // connect() bounds each step by upstream.timeout; this bounds the whole.
             let limit = config.upstream.timeout.saturating_mul(2);
-            let result = match tokio::time::timeout(limit, relay::connect(&config)).await {
+            let result = match tokio::time::timeout(
+                limit,
+                relay::connect(&config, config.upstream.egress.first().map(|e| e.address)),
+            )
+            .await
+            {
                 Ok(Ok(conn)) => {
                     conn.quit().await;
                     Ok(())

@@ -18,12 +18,21 @@
 //!
 //! [`Pause`]: the blocklist watch (`crate::reputation`) can hold all
 //! delivery while an egress IP or sending domain is listed.
+//!
+//! Before a message goes out, its pending recipients are checked again:
+//! one put on the suppression list since the message was queued fails
+//! (`550 5.1.1`, with a DSN to the sender) instead of being sent; a
+//! recipient domain at its rate cap ([`caps`]) waits. Connections are made
+//! from the configured egress addresses in rotation ([`egress`]).
 
+pub mod caps;
 pub mod dsn;
+pub mod egress;
 pub mod outbox;
 pub mod relay;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +41,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, UpstreamMode};
 use crate::server::Shared;
+use crate::store::Store;
 use crate::store::{
     AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, new_queue_id, now_ms,
 };
@@ -158,9 +168,37 @@ struct Engine {
     finished: Notify,
     pacer: Pacer,
     breaker: Mutex<Breaker>,
+    caps: Mutex<Arc<caps::DomainCaps>>,
+}
+
+/// A worker's upstream connection and the egress address it was made from.
+#[derive(Default)]
+struct Conn {
+    upstream: Option<Upstream>,
+    egress: Option<IpAddr>,
+}
+
+impl Conn {
+    async fn close(&mut self) {
+        if let Some(u) = self.upstream.take() {
+            u.quit().await;
+        }
+    }
 }
 
 impl Engine {
+    /// The domain caps of the running configuration (rebuilt on a change).
+    fn caps(&self, config: &Config) -> Arc<caps::DomainCaps> {
+        let limits = &config.delivery.domain_limit;
+        let Ok(mut caps) = self.caps.lock() else {
+            return Arc::new(caps::DomainCaps::new(limits));
+        };
+        if !caps.is_for(limits) {
+            *caps = Arc::new(caps::DomainCaps::new(limits));
+        }
+        Arc::clone(&caps)
+    }
+
     fn flow(&self) -> Flow {
         let Ok(b) = self.breaker.lock() else {
             return Flow::Closed;
@@ -225,6 +263,9 @@ pub async fn run(shared: Arc<Shared>) {
             next: tokio::sync::Mutex::new(Instant::now()),
         },
         breaker: Mutex::new(Breaker::default()),
+        caps: Mutex::new(Arc::new(caps::DomainCaps::new(
+            &shared.config().delivery.domain_limit,
+        ))),
     });
     let (tx, rx) = mpsc::channel::<MessageInfo>(workers);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -321,16 +362,14 @@ async fn worker(
     engine: Arc<Engine>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<MessageInfo>>>,
 ) {
-    let mut upstream: Option<Upstream> = None;
+    let mut conn = Conn::default();
     loop {
         // The receiver's lock is held only while waiting; when the idle timer
         // wins, the wait is dropped and the lock with it.
         let next = tokio::select! {
             m = async { rx.lock().await.recv().await } => m,
-            _ = tokio::time::sleep(IDLE_CLOSE), if upstream.is_some() => {
-                if let Some(u) = upstream.take() {
-                    u.quit().await;
-                }
+            _ = tokio::time::sleep(IDLE_CLOSE), if conn.upstream.is_some() => {
+                conn.close().await;
                 continue;
             }
         };
@@ -338,7 +377,7 @@ async fn worker(
             break;
         };
         let id = msg.id.clone();
-        if deliver(&engine, &mut upstream, msg).await {
+        if deliver(&engine, &mut conn, msg).await {
             engine.release(&id);
         } else {
             // The store failed us: keep the message out of dispatch for a
@@ -350,15 +389,13 @@ async fn worker(
             });
         }
     }
-    if let Some(u) = upstream.take() {
-        u.quit().await;
-    }
+    conn.close().await;
     tracing::debug!(worker = n, "delivery worker stopped");
 }
 
 /// One attempt for one message, recorded in the store. Returns false when
 /// the store could not be read or written.
-async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: MessageInfo) -> bool {
+async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
     let shared = &engine.shared;
     let config = shared.config();
     let store = shared.queue.store();
@@ -403,24 +440,142 @@ async fn deliver(engine: &Engine, upstream: &mut Option<Upstream>, stale: Messag
     if pending.is_empty() {
         return true;
     }
-    engine
-        .pacer
-        .wait(config.delivery.max_messages_per_second)
-        .await;
-    let started = Instant::now();
-    let results = match config.upstream.mode {
-        UpstreamMode::Outbox => to_outbox(&config, &msg.id, Arc::clone(&content), &pending).await,
-        UpstreamMode::Relay => {
-            let (results, usable) =
-                to_relay(&config, upstream, &msg.sender, &pending, &content).await;
-            match usable {
-                Ok(()) => engine.upstream_ok(),
-                Err(why) => engine.upstream_failed(&why),
-            }
-            results
-        }
+    let Ok((pending, suppressed)) = recheck_suppression(store.as_ref(), &msg.id, pending).await
+    else {
+        return false;
     };
-    record(engine, &config, &msg, &content, results, started.elapsed()).await
+    let admission = engine.caps(&config).admit(&pending);
+    let cap_wait = admission.wait;
+    if !admission.held.is_empty() {
+        crate::metrics::domain_cap_deferred(admission.held.len());
+    }
+    if admission.now.is_empty() && suppressed.is_empty() {
+        // Nothing may go yet: not an attempt, just a later turn.
+        let wait = cap_wait.unwrap_or(POLL);
+        let until = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1);
+        if let Err(e) = store.postpone(&msg.id, msg.attempts, until).await {
+            tracing::error!(queue_id = %msg.id, error = %e, "cannot postpone message");
+            return false;
+        }
+        tracing::debug!(queue_id = %msg.id, wait_ms = wait.as_millis() as u64, "held back by a domain rate cap");
+        return true;
+    }
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(msg.recipients.len());
+    if !admission.now.is_empty() {
+        engine
+            .pacer
+            .wait(config.delivery.max_messages_per_second)
+            .await;
+        results = match config.upstream.mode {
+            UpstreamMode::Outbox => {
+                to_outbox(&config, &msg.id, Arc::clone(&content), &admission.now).await
+            }
+            UpstreamMode::Relay => {
+                let Some(egress) = pick_egress(engine, &config, conn.egress).await else {
+                    // Shutting down while waiting for a free address.
+                    return true;
+                };
+                if egress != conn.egress {
+                    conn.close().await;
+                    conn.egress = egress;
+                }
+                let (results, usable) =
+                    to_relay(&config, conn, &msg.sender, &admission.now, &content).await;
+                match usable {
+                    Ok(()) => {
+                        engine.upstream_ok();
+                        if let Some(ip) = egress {
+                            crate::metrics::egress_message(ip);
+                        }
+                    }
+                    Err(why) => engine.upstream_failed(&why),
+                }
+                results
+            }
+        };
+    }
+    let local: Vec<String> = suppressed.iter().map(|(r, _)| r.clone()).collect();
+    results.extend(suppressed);
+    let held = admission.held.len();
+    results.extend(
+        admission
+            .held
+            .into_iter()
+            .map(|(r, text)| (r, RcptResult::Temporary(text))),
+    );
+    let outcome = Outcome {
+        results,
+        locally_suppressed: local,
+        held,
+        cap_wait,
+    };
+    record(engine, &config, &msg, &content, outcome, started.elapsed()).await
+}
+
+/// Splits off the recipients put on the suppression list since the message
+/// was queued; they fail with the same `550 5.1.1` the RCPT would now get.
+/// `Err` when the list cannot be read (the caller tries again later).
+async fn recheck_suppression(
+    store: &dyn Store,
+    id: &str,
+    pending: Vec<String>,
+) -> Result<(Vec<String>, Vec<(String, RcptResult)>), ()> {
+    let now = now_ms();
+    let mut send = Vec::with_capacity(pending.len());
+    let mut refused = Vec::new();
+    for rcpt in pending {
+        match store.suppressed(&rcpt, now).await {
+            Ok(None) => send.push(rcpt),
+            Ok(Some(entry)) => {
+                let reply = crate::suppression::refusal(&rcpt, &entry);
+                tracing::info!(queue_id = %id, source = %entry.source, reason = %entry.reason, "recipient suppressed while queued: not sent");
+                refused.push((
+                    rcpt,
+                    RcptResult::Permanent(format!("{}; not sent", reply.log_text())),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot read the suppression list");
+                return Err(());
+            }
+        }
+    }
+    Ok((send, refused))
+}
+
+/// The egress address for the next message (`None`: the system's
+/// choice); waits while every usable one is at its cap. `None` outside
+/// means shutdown came first.
+async fn pick_egress(
+    engine: &Engine,
+    config: &Config,
+    current: Option<IpAddr>,
+) -> Option<Option<IpAddr>> {
+    let mut shutdown = engine.shared.shutdown_signal();
+    loop {
+        match engine.shared.egress.pick(&config.upstream.egress, current) {
+            egress::Pick::Any => return Some(None),
+            egress::Pick::Use(ip) => return Some(Some(ip)),
+            egress::Pick::Wait(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d.max(Duration::from_millis(5))) => {}
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
+            }
+        }
+    }
+}
+
+/// One attempt's results and what the gateway decided itself.
+struct Outcome {
+    results: Vec<(String, RcptResult)>,
+    /// Failed because they are on the suppression list (not a new bounce).
+    locally_suppressed: Vec<String>,
+    /// How many of the temporary results are recipients held back by a
+    /// domain cap rather than deferred by the upstream.
+    held: usize,
+    cap_wait: Option<Duration>,
 }
 
 async fn to_outbox(
@@ -449,7 +604,7 @@ async fn to_outbox(
 /// connection, `421`), which drives the circuit breaker.
 async fn to_relay(
     config: &Config,
-    upstream: &mut Option<Upstream>,
+    conn: &mut Conn,
     sender: &str,
     pending: &[String],
     content: &[u8],
@@ -462,10 +617,11 @@ async fn to_relay(
     };
     // A reused connection may have been closed by the upstream while idle:
     // one fresh connection is tried before calling the attempt failed.
+    let upstream = &mut conn.upstream;
     for attempt in 0..2 {
         let reused = upstream.is_some();
         if upstream.is_none() {
-            match relay::connect(config).await {
+            match relay::connect(config, conn.egress).await {
                 Ok(u) => *upstream = Some(u),
                 Err(e) => {
                     let text = format!("451 4.4.1 upstream unreachable: {e}");
@@ -523,9 +679,15 @@ async fn record(
     config: &Config,
     msg: &MessageInfo,
     content: &[u8],
-    mut results: Vec<(String, RcptResult)>,
+    outcome: Outcome,
     took: Duration,
 ) -> bool {
+    let Outcome {
+        mut results,
+        locally_suppressed,
+        held,
+        cap_wait,
+    } = outcome;
     let store = engine.shared.queue.store();
     let expired = now_ms() - msg.received_at > config.delivery.max_age.as_millis() as i64;
     if expired {
@@ -566,14 +728,31 @@ async fn record(
         queue_dsn(engine, config, msg, content, &failures).await;
     }
     // `5xx 5.1.x`: the address does not exist; stop mailing it (SPEC §6).
-    if !failures.is_empty() {
-        crate::suppression::after_delivery(&engine.shared, &msg.id, &failures).await;
+    // Those refused here for being on the list already are not new bounces.
+    let bounced: Vec<(String, String)> = failures
+        .iter()
+        .filter(|(r, _)| !locally_suppressed.contains(r))
+        .cloned()
+        .collect();
+    if !bounced.is_empty() {
+        crate::suppression::after_delivery(&engine.shared, &msg.id, &bounced).await;
     }
+    // Only the domain cap deferred them: try again when it has room, not
+    // after the retry schedule's wait.
+    let upstream_deferred = deferred > held;
+    let next = if upstream_deferred {
+        Some(next_attempt(config, msg.attempts))
+    } else if deferred > 0 {
+        let wait = cap_wait.unwrap_or(POLL);
+        Some(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1))
+    } else {
+        None
+    };
 
     let update = AttemptUpdate {
         expected_attempts: msg.attempts,
         recipients: updates,
-        next_attempt: (deferred > 0).then(|| next_attempt(config, msg.attempts)),
+        next_attempt: next,
         error: last_temp
             .clone()
             .or_else(|| failures.first().map(|f| f.1.clone())),

@@ -5,6 +5,7 @@
 //! One connection carries many transactions in sequence. The transaction is
 //! driven command by command so every recipient gets its own result.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use mail_send::SmtpClient;
@@ -81,7 +82,8 @@ pub enum Upstream {
     Plain(SmtpClient<TcpStream>),
 }
 
-pub async fn connect(config: &Config) -> Result<Upstream, RelayError> {
+/// Opens a connection, from `local_ip` when an egress address is given.
+pub async fn connect(config: &Config, local_ip: Option<IpAddr>) -> Result<Upstream, RelayError> {
     let up = &config.upstream;
     let connector = tls::client_connector(up.ca_file.as_deref())?;
     let mut builder =
@@ -89,6 +91,9 @@ pub async fn connect(config: &Config) -> Result<Upstream, RelayError> {
             .implicit_tls(up.tls == UpstreamTls::Implicit)
             .helo_host(config.server.hostname.clone())
             .timeout(up.timeout);
+    if let Some(ip) = local_ip {
+        builder = builder.local_ip(ip);
+    }
     if let (Some(user), Some(pass)) = (&up.username, &up.password) {
         builder = builder.credentials((user.clone(), pass.clone()));
     }

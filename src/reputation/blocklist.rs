@@ -121,7 +121,12 @@ pub fn checks(config: &Config) -> Vec<Check> {
     let zones = |lists: &[String]| -> BTreeSet<String> {
         lists.iter().filter_map(|z| dns_name(z)).collect()
     };
-    let ips: BTreeSet<IpAddr> = r.egress_ips.iter().map(IpAddr::to_canonical).collect();
+    let ips: BTreeSet<IpAddr> = r
+        .egress_ips
+        .iter()
+        .map(IpAddr::to_canonical)
+        .chain(config.upstream.egress.iter().map(|e| e.public()))
+        .collect();
     let mut out = Vec::new();
     for ip in &ips {
         for zone in &zones(&r.dnsbl) {

@@ -14,11 +14,18 @@
 //! after a start delivery waits for the first round. `/readyz` is not
 //! affected: the gateway still accepts mail.
 //!
+//! Egress source addresses (`[[upstream.egress]]`) are looked up too (by
+//! their `public_address` where NAT sits in between); a listed one leaves
+//! the rotation (`crate::delivery::egress`) until it clears, and its
+//! listing holds delivery only when no other egress address is left.
+//!
 //! The configuration is read again every round, so a reload (SIGHUP)
 //! applies from the next round on.
 
 pub mod blocklist;
 
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -71,6 +78,7 @@ pub async fn round(shared: &Shared, config: &Config, watch: &mut Watch) {
             tracing::info!("blocklist watch switched off");
         }
         watch.paused = false;
+        rotate_egress(shared, config, &[]);
         if shared.delivery_pause.set(false) {
             tracing::info!("delivery resumed: the blocklist watch is off");
         }
@@ -79,11 +87,23 @@ pub async fn round(shared: &Shared, config: &Config, watch: &mut Watch) {
     let results = blocklist::check_all(config).await;
     watch.apply(&results);
     let listings = watch.listings();
-    let pause = config.reputation.pause_on_listing && !listings.is_empty();
+    rotate_egress(shared, config, &listings);
+    // A listed egress address out of the rotation no longer sends: only
+    // the listings that still matter hold delivery.
+    let egress = &config.upstream.egress;
+    let holding: Vec<&blocklist::Listing> = listings
+        .iter()
+        .filter(|l| {
+            l.target
+                .parse()
+                .map_or(true, |ip| !shared.egress.covers(egress, ip))
+        })
+        .collect();
+    let pause = config.reputation.pause_on_listing && !holding.is_empty();
     let was = std::mem::replace(&mut watch.paused, pause);
     let changed = shared.delivery_pause.set(pause);
     let list = || {
-        listings
+        holding
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -93,7 +113,25 @@ pub async fn round(shared: &Shared, config: &Config, watch: &mut Watch) {
         tracing::error!(listings = %list(), "delivery paused: listed on a blocklist (pause_on_listing)");
     } else if !pause && (was || changed) {
         tracing::info!("delivery resumed: nothing is listed");
-    } else if !listings.is_empty() && !config.reputation.pause_on_listing {
+    } else if !holding.is_empty() && !config.reputation.pause_on_listing {
         tracing::debug!(listings = %list(), "listed; delivery goes on (pause_on_listing = false)");
+    }
+}
+
+/// Takes listed egress addresses out of the rotation and puts cleared ones
+/// back (`crate::delivery::egress`).
+fn rotate_egress(shared: &Shared, config: &Config, listings: &[blocklist::Listing]) {
+    let egress = &config.upstream.egress;
+    let listed: HashSet<IpAddr> = listings
+        .iter()
+        .filter_map(|l| l.target.parse::<IpAddr>().ok())
+        .filter(|ip| egress.iter().any(|e| e.public() == *ip))
+        .collect();
+    let (left, back) = shared.egress.set_listed(egress, listed);
+    for ip in left {
+        tracing::error!(egress = %ip, "egress address listed on a blocklist: taken out of the rotation");
+    }
+    for ip in back {
+        tracing::info!(egress = %ip, "egress address back in the rotation");
     }
 }

@@ -307,6 +307,17 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every queued message due now; returns how many.
     fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
 
+    /// Puts a queued message's next attempt off to `until_ms` without
+    /// counting an attempt (a rate cap held all of it back). Nothing happens
+    /// when the message is no longer queued or was attempted since
+    /// (`expected_attempts`).
+    fn postpone(
+        &self,
+        id: &str,
+        expected_attempts: u32,
+        until_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
     /// A tiny durable write through the same path as [`Store::enqueue`]:
     /// `Ok` means a message handed over now could be stored (`/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

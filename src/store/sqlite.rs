@@ -651,6 +651,23 @@ impl Store for SqliteStore {
         })
     }
 
+    fn postpone(
+        &self,
+        id: &str,
+        expected_attempts: u32,
+        until_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE messages SET next_attempt = ?1
+                 WHERE id = ?2 AND state = 'queued' AND attempts = ?3",
+            )?
+            .execute(rusqlite::params![until_ms, id, expected_attempts])?;
+            Ok(())
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         // Through the writer thread like an enqueue, so a stuck writer, a
         // lock held elsewhere or a file that cannot be written all show.

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};

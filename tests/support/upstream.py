@@ -19,6 +19,7 @@ Run with Debian's /usr/bin/python3 (it has aiosmtpd). Listens on 127.0.0.1 only.
 import argparse
 import asyncio
 import json
+import time
 import logging
 import os
 import signal
@@ -76,6 +77,9 @@ class Recorder:
             "authenticated": bool(session.authenticated),
             "tls": session.ssl is not None,
             "data_attempt": self.data_attempts,
+            # Where the gateway connected from (egress tests) and when.
+            "peer": session.peer[0] if session.peer else None,
+            "at": time.time(),
         }
         meta_path = os.path.join(self.out_dir, f"{n}.json")
         with open(meta_path + ".tmp", "w") as f:
