@@ -161,6 +161,15 @@ pub struct Listener {
     /// The account whose identity trusted clients get.
     #[serde(default)]
     pub account: Option<String>,
+    /// Every connection starts with a PROXY protocol v2 header (behind a
+    /// TCP load balancer such as HAProxy); its source address is then the
+    /// client's for bans, limits, `trusted_networks`, logs and `Received:`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Socket addresses allowed to send that header; connections from
+    /// anywhere else are refused, since the header could claim any client.
+    #[serde(default)]
+    pub proxy_trusted: Vec<IpNet>,
 }
 
 fn default_listeners() -> Vec<Listener> {
@@ -169,6 +178,8 @@ fn default_listeners() -> Vec<Listener> {
         tls: ListenerTls::Starttls,
         trusted_networks: Vec::new(),
         account: None,
+        proxy_protocol: false,
+        proxy_trusted: Vec::new(),
     }]
 }
 
@@ -761,6 +772,20 @@ impl Config {
                     "trusted_networks needs the account whose identity those clients get",
                 ));
             }
+            // A PROXY header is believed only from known proxies: without
+            // the list, any client could claim any address.
+            if l.proxy_protocol && l.proxy_trusted.is_empty() {
+                return Err(self.invalid(
+                    &format!("{key}.proxy_trusted"),
+                    "proxy_protocol = true needs the addresses of the proxies allowed to send the header",
+                ));
+            }
+            if !l.proxy_protocol && !l.proxy_trusted.is_empty() {
+                return Err(self.invalid(
+                    &format!("{key}.proxy_trusted"),
+                    "has no effect without proxy_protocol = true",
+                ));
+            }
         }
         for (i, a) in self.listeners.iter().enumerate() {
             if self.listeners[..i].iter().any(|b| b.bind == a.bind) {
@@ -1142,6 +1167,27 @@ mod tests {
     fn plaintext_listener_must_be_loopback() {
         let err = parse("[[listener]]\nbind = \"0.0.0.0:25\"\ntls = \"none\"\n").unwrap_err();
         assert!(err.to_string().contains("listener[0].tls"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        let base = "[[listener]]\nbind = \"127.0.0.1:2525\"\ntls = \"starttls\"\n";
+        let err = parse(&format!("{base}proxy_protocol = true\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("listener[0].proxy_trusted"),
+            "{err}"
+        );
+        let err = parse(&format!("{base}proxy_trusted = [\"10.0.0.0/8\"]\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("listener[0].proxy_trusted"),
+            "{err}"
+        );
+        let c = parse(&format!(
+            "{base}proxy_protocol = true\nproxy_trusted = [\"10.0.0.5/32\"]\n"
+        ))
+        .expect("proxy listener");
+        assert!(c.listeners[0].proxy_protocol);
+        assert!(!Config::builtin().listeners[0].proxy_protocol);
     }
 
     #[test]

@@ -5,6 +5,19 @@
 //! gets `421 4.7.0` and is disconnected. `accept` errors (e.g. out of file
 //! descriptors) back off instead of spinning. Implicit-TLS listeners
 //! handshake before the greeting; STARTTLS listeners upgrade on request.
+//!
+//! Behind a TCP load balancer (SPEC §11) a listener with `proxy_protocol`
+//! first reads a PROXY v2 header ([`proxy`]) — before the connection caps,
+//! the ban check, the greeting and TLS — and from then on the header's
+//! source address is the client: per-IP caps, bans, rate limits,
+//! `trusted_networks`, logs and `Received:` all see it. Only sockets from
+//! `proxy_trusted` may send a header; anything else, and any connection
+//! without a valid header in time, is closed without a reply (a proxy has
+//! no use for an SMTP answer, and a stranger gets nothing to go on).
+//! A `LOCAL` header (HAProxy's health checks) gets an ordinary session
+//! under the proxy's own address, so `option smtpchk` works.
+
+mod proxy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Listener, ListenerTls};
-use crate::metrics::Handshake;
+use crate::metrics::{Handshake, ProxyRefusal};
 use crate::server::Shared;
 use crate::session::{Origin, Outcome, Session, reply};
 
@@ -105,7 +118,7 @@ pub async fn serve(listener: TcpListener, bind: SocketAddr, shared: Arc<Shared>)
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
-        let (tcp, peer) = match accepted {
+        let (mut tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(%bind, error = %e, "accept failed; backing off");
@@ -116,19 +129,72 @@ pub async fn serve(listener: TcpListener, bind: SocketAddr, shared: Arc<Shared>)
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let Some(guard) = try_acquire(&shared, peer.ip()) else {
-                refuse(tcp, peer).await;
-                return;
-            };
             let config = shared.config();
             let Some(lcfg) = config.listeners.iter().find(|l| l.bind == bind).cloned() else {
                 return;
             };
-            handle(tcp, peer, &lcfg, Arc::clone(&shared)).await;
+            // The caps below count the real client, so the header comes
+            // first. Connections waiting for it are not capped: they come
+            // only from `proxy_trusted` and last at most the timeout.
+            let client = if lcfg.proxy_protocol {
+                let timeout = config.timeouts.tls_handshake;
+                match proxied_client(&mut tcp, peer, &lcfg, timeout).await {
+                    Some(client) => client,
+                    None => return,
+                }
+            } else {
+                peer
+            };
+            drop(config);
+            let Some(guard) = try_acquire(&shared, client.ip()) else {
+                refuse(tcp, client).await;
+                return;
+            };
+            handle(tcp, client, &lcfg, Arc::clone(&shared)).await;
             drop(guard);
         });
     }
     tracing::info!(%bind, "listener closed");
+}
+
+/// The client a `proxy_protocol` connection speaks for, or `None` when the
+/// connection is to be closed (already logged and counted). `peer` is the
+/// socket's address, i.e. the proxy's.
+async fn proxied_client(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    lcfg: &Listener,
+    timeout: Duration,
+) -> Option<SocketAddr> {
+    if !lcfg
+        .proxy_trusted
+        .iter()
+        .any(|net| net.contains(&peer.ip()))
+    {
+        tracing::warn!(listener = %lcfg.bind, proxy = %peer, "PROXY listener: connection from an address not in proxy_trusted; closing");
+        crate::metrics::proxy_refused(ProxyRefusal::Untrusted);
+        return None;
+    }
+    match tokio::time::timeout(timeout, proxy::read_header(tcp)).await {
+        Ok(Ok(proxy::Proxied::Client(client))) => {
+            tracing::debug!(proxy = %peer, client = %client.ip(), "PROXY v2 header read");
+            Some(client)
+        }
+        Ok(Ok(proxy::Proxied::Local)) => {
+            tracing::debug!(proxy = %peer, "PROXY v2 LOCAL (health check): the proxy's own address is the client");
+            Some(peer)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(listener = %lcfg.bind, proxy = %peer, error = %e, "PROXY listener: no valid header; closing");
+            crate::metrics::proxy_refused(ProxyRefusal::Invalid);
+            None
+        }
+        Err(_) => {
+            tracing::warn!(listener = %lcfg.bind, proxy = %peer, ?timeout, "PROXY listener: no header in time; closing");
+            crate::metrics::proxy_refused(ProxyRefusal::Timeout);
+            None
+        }
+    }
 }
 
 async fn refuse(mut tcp: TcpStream, peer: SocketAddr) {

@@ -36,6 +36,7 @@
 //! | `auth_bans_total` | counter | |
 //! | `auth_bans_active` | gauge | |
 //! | `smtp_banned_connections_total` | counter | |
+//! | `smtp_proxy_refused_total` | counter | `reason`: see [`PROXY_REFUSAL_REASONS`] |
 //! | `anomaly_holds_total` | counter | `account` |
 
 use std::sync::OnceLock;
@@ -69,6 +70,7 @@ pub const OLDEST_RECORD_AGE: &str = "schleuse_oldest_record_age_seconds";
 pub const AUTH_BANS: &str = "schleuse_auth_bans_total";
 pub const AUTH_BANS_ACTIVE: &str = "schleuse_auth_bans_active";
 pub const BANNED_CONNECTIONS: &str = "schleuse_smtp_banned_connections_total";
+pub const PROXY_REFUSED: &str = "schleuse_smtp_proxy_refused_total";
 pub const ANOMALY_HOLDS: &str = "schleuse_anomaly_holds_total";
 
 /// Every `outcome` of [`LINK_DOWNLOADS`] (`crate::links::DownloadOutcome`).
@@ -93,6 +95,9 @@ pub const REJECT_REASONS: [&str; 15] = [
     "other",
 ];
 
+/// Every `reason` of [`PROXY_REFUSED`] (see [`ProxyRefusal`]).
+pub const PROXY_REFUSAL_REASONS: [&str; 3] = ["untrusted", "invalid", "timeout"];
+
 /// Bucket bounds of [`UPSTREAM_LATENCY`]: a relay transaction takes tens of
 /// milliseconds on a good day and the whole upstream timeout on a bad one.
 const LATENCY_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -102,6 +107,17 @@ const LATENCY_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 pub enum Handshake {
     Ok,
     Failed,
+    Timeout,
+}
+
+/// Why a `proxy_protocol` listener closed a connection, for [`PROXY_REFUSED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRefusal {
+    /// The socket peer is not in `proxy_trusted`.
+    Untrusted,
+    /// Its first bytes are no acceptable PROXY v2 header.
+    Invalid,
+    /// The header did not arrive within `timeouts.tls_handshake`.
     Timeout,
 }
 
@@ -221,6 +237,10 @@ fn describe() {
         "Connections and AUTH attempts refused with 421 because the client IP is banned."
     );
     describe_counter!(
+        PROXY_REFUSED,
+        "Connections closed without a greeting on a proxy_protocol listener, by reason."
+    );
+    describe_counter!(
         ANOMALY_HOLDS,
         "Messages held because their account sent far above its baseline ([reputation] anomaly_hold)."
     );
@@ -254,6 +274,9 @@ fn zero() {
     }
     for r in ["ok", "failed", "timeout"] {
         counter!(SMTP_TLS_HANDSHAKES, "result" => r).increment(0);
+    }
+    for r in PROXY_REFUSAL_REASONS {
+        counter!(PROXY_REFUSED, "reason" => r).increment(0);
     }
     for r in REJECT_REASONS {
         counter!(MESSAGES_REJECTED, "reason" => r).increment(0);
@@ -302,6 +325,16 @@ pub fn anomaly_hold(account: &str) {
 /// A connection (or AUTH) refused because its IP is banned.
 pub fn banned_connection() {
     counter!(BANNED_CONNECTIONS).increment(1);
+}
+
+/// A connection refused on a `proxy_protocol` listener.
+pub fn proxy_refused(reason: ProxyRefusal) {
+    let r = match reason {
+        ProxyRefusal::Untrusted => "untrusted",
+        ProxyRefusal::Invalid => "invalid",
+        ProxyRefusal::Timeout => "timeout",
+    };
+    counter!(PROXY_REFUSED, "reason" => r).increment(1);
 }
 
 pub fn accepted() {
@@ -525,6 +558,7 @@ mod tests {
             BLOCKLIST_CHECKS,
             AUTH_BANS,
             BANNED_CONNECTIONS,
+            PROXY_REFUSED,
         ];
         for name in counters {
             assert!(

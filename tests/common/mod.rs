@@ -530,6 +530,8 @@ pub struct ListenerConf {
     pub tls: &'static str,
     /// For `trusted_networks = ["127.0.0.1/32"]` acting as this account.
     pub trusted_account: Option<String>,
+    /// Raw TOML lines appended to this `[[listener]]` block.
+    pub extra: String,
 }
 
 impl ListenerConf {
@@ -538,6 +540,7 @@ impl ListenerConf {
             port: free_port(),
             tls: "starttls",
             trusted_account: None,
+            extra: String::new(),
         }
     }
 
@@ -547,6 +550,7 @@ impl ListenerConf {
             port: free_port(),
             tls: "none",
             trusted_account: Some(account.into()),
+            extra: String::new(),
         }
     }
 }
@@ -688,6 +692,7 @@ impl Env {
                 writeln!(t, "trusted_networks = [\"127.0.0.1/32\"]").unwrap();
                 writeln!(t, "account = {}", toml_str(a)).unwrap();
             }
+            t.push_str(&l.extra);
         }
         writeln!(t, "\n[tls]").unwrap();
         if c.test_ca_cert {
@@ -1024,21 +1029,27 @@ impl Smtp {
     pub fn connect(port: u16) -> Smtp {
         let s = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        let mut c = Smtp::over(s);
+        let g = c.read_reply().expect("read greeting");
+        assert_eq!(g.code, 220, "greeting: {g}");
+        c.greeting = g;
+        c
+    }
+
+    /// A client on a connection the caller opened (and may already have
+    /// written to, e.g. a PROXY header); the greeting is not read yet.
+    pub fn over(s: TcpStream) -> Smtp {
         s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
         s.set_write_timeout(Some(IO_TIMEOUT))
             .expect("write timeout");
-        let mut c = Smtp {
+        Smtp {
             conn: Conn::Plain(s),
             buf: Vec::new(),
             greeting: Reply {
                 code: 0,
                 lines: Vec::new(),
             },
-        };
-        let g = c.read_reply().expect("read greeting");
-        assert_eq!(g.code, 220, "greeting: {g}");
-        c.greeting = g;
-        c
+        }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
