@@ -25,6 +25,8 @@ mod reputation;
 pub use reputation::{Reputation, dns_name};
 mod outbound;
 pub use outbound::{DomainLimit, Egress};
+mod store;
+pub use store::{StoreBackend, StoreSection};
 
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub struct Config {
     /// The blocklist watch (SPEC §6).
     #[serde(default)]
     pub reputation: Reputation,
+    /// Where the queue and the logs live: embedded or PostgreSQL (SPEC §11).
+    #[serde(default)]
+    pub store: StoreSection,
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
@@ -658,6 +663,7 @@ impl Default for Config {
             dkim: Vec::new(),
             dns: Dns::default(),
             reputation: Reputation::default(),
+            store: StoreSection::default(),
             log: Log::default(),
             admin: Admin::default(),
             categories: Default::default(),
@@ -742,6 +748,9 @@ impl Config {
             .and_then(|()| outbound::check_egress(&self.upstream.egress))
         {
             return Err(self.invalid(&key, reason));
+        }
+        if let Err((key, reason)) = self.store.check() {
+            return Err(self.invalid(key, reason));
         }
         if let Err((key, reason)) = self.suppression.check(self.admin.enabled) {
             return Err(self.invalid(key, reason));

@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use schleuse::config::{Config, LogFormat};
 use schleuse::server::{self, ConfigSource};
 use schleuse::store::Store;
-use schleuse::store::sqlite::SqliteStore;
 use schleuse::{admin, dkim};
 
 const DEFAULT_CONFIG: &str = "conf/schleuse.toml";
@@ -229,8 +228,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
-    Ok(Arc::new(SqliteStore::open(&config.server.data_dir)?))
+/// The store `[store]` names; the runtime is the admin command's own.
+fn open_store(rt: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(rt.block_on(schleuse::store::open(config))?)
 }
 
 fn main() -> ExitCode {
@@ -302,13 +302,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => {
             let config = source.load_for_admin()?;
             let rt = runtime()?;
-            let store = open_store(&config)?;
+            let store = open_store(&rt, &config)?;
             rt.block_on(queue_command(store.as_ref(), cmd))
         }
         Command::Gdpr(cmd) => {
             let config = source.load_for_admin()?;
             let rt = runtime()?;
-            let store = open_store(&config)?;
+            let store = open_store(&rt, &config)?;
             match cmd {
                 GdprCommand::Export { address } => {
                     rt.block_on(admin::gdpr::export(store.as_ref(), &address))
@@ -324,13 +324,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Suppress(cmd) => {
             let config = source.load_for_admin()?;
             let rt = runtime()?;
-            let store = open_store(&config)?;
+            let store = open_store(&rt, &config)?;
             rt.block_on(admin::suppress::run(store.as_ref(), &config, cmd))
         }
         Command::Bans(cmd) => {
             let config = source.load_for_admin()?;
             let rt = runtime()?;
-            let store = open_store(&config)?;
+            let store = open_store(&rt, &config)?;
             rt.block_on(admin::bans::run(store.as_ref(), cmd))
         }
         Command::Rules(cmd) => {
@@ -340,7 +340,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Links(cmd) => {
             let config = source.load_for_admin()?;
             let rt = runtime()?;
-            let store = open_store(&config)?;
+            let store = open_store(&rt, &config)?;
             match cmd {
                 LinksCommand::List { all, json } => {
                     rt.block_on(admin::links::list(store.as_ref(), all, json))

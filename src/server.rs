@@ -27,9 +27,7 @@ use crate::dkim::Signer;
 use crate::links::vault::Vault;
 use crate::listener::Connections;
 use crate::queue::Queue;
-use crate::store::Store;
 use crate::store::documents::LocalFiles;
-use crate::store::sqlite::SqliteStore;
 use crate::{delivery, links, listener, tls};
 
 /// State every session and worker shares. Config and accounts are swapped
@@ -242,9 +240,8 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
             "no config file found: using the built-in defaults (see conf/schleuse.toml)"
         );
     }
-    let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
+    let store = crate::store::open(&config).await?;
     store.set_clear_recipients(config.privacy.log_recipients == LogRecipients::Clear);
-    tracing::info!(db = %store.path().display(), "queue store opened (SQLite, WAL, fsync per commit)");
     let files = LocalFiles::open(&config.server.data_dir.join("documents"))?;
     tracing::info!(dir = %files.dir().display(), "document store opened (AES-256-GCM, key per link, never stored)");
     let (notices, notice_rx) = links::tasks::notice_channel();

@@ -102,6 +102,14 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 /// The upstream connector: public web PKI roots plus an optional extra CA
 /// file (private relays, tests). Certificates are always verified.
 pub fn client_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client_config(
+        ca_file,
+    )?)))
+}
+
+/// The client side for any TLS peer (upstream, database): WebPKI roots plus
+/// the certificates in `ca_file`, aws-lc-rs.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -115,7 +123,7 @@ pub fn client_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConne
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! [`Store`] is the one interface the queue, the delivery workers and the
 //! admin commands use. The embedded default is [`sqlite::SqliteStore`] (one
-//! database file in WAL mode under `data_dir`); a PostgreSQL backend for
-//! several active instances is meant to implement the same trait.
+//! database file in WAL mode under `data_dir`); [`postgres::PostgresStore`]
+//! serves several active instances from one PostgreSQL database. [`open`]
+//! picks the one `[store] backend` names.
 //!
 //! Contract every backend keeps:
 //! - [`Store::enqueue`] returns only once the message is durable (fsync'd):
@@ -12,10 +13,12 @@
 //!   costs one fsync per batch, not per message.
 //! - Message content is deleted as soon as a message reaches a final state
 //!   (delivered or bounced); the metadata row stays for the delivery log.
+//! - `tests/store_suite.rs` runs the same tests against every backend.
 
 pub mod documents;
 pub mod limits;
 pub mod links;
+pub mod postgres;
 pub mod pseudonym;
 pub mod sqlite;
 pub mod suppression;
@@ -24,6 +27,7 @@ pub use links::{DownloadNotice, LinkRecord, LinkState, NewLink};
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -59,6 +63,8 @@ pub enum StoreError {
     Commit(String),
     #[error("the store has shut down")]
     Closed,
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::PgError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -470,6 +476,42 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         keep_hourly_ms: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+/// Opens the store `[store] backend` names (creating or migrating its
+/// schema): the one constructor the gateway and the admin commands use.
+pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
+    use crate::config::StoreBackend;
+    match config.store.backend {
+        StoreBackend::Embedded => {
+            let store = sqlite::SqliteStore::open(&config.server.data_dir)?;
+            tracing::info!(
+                db = %store.path().display(),
+                "queue store opened (SQLite, WAL, fsync per commit)"
+            );
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Postgres => {
+            let url = config
+                .store
+                .url()
+                .map_err(|e| postgres::PgError::Url(e.to_string()))?;
+            let store = postgres::PostgresStore::open(&postgres::PgOptions {
+                url,
+                pool_size: config.store.pool_size,
+                lease_time: config.store.lease_time,
+                ca_file: config.store.ca_file.clone(),
+                instance: None,
+            })
+            .await?;
+            tracing::info!(
+                instance = %store.instance(),
+                lease_time = ?config.store.lease_time,
+                "queue store opened (PostgreSQL, synchronous_commit on)"
+            );
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,0 +1,861 @@
+//! The PostgreSQL store (SPEC §11): several gateway instances share one
+//! queue, delivery log, link table, suppression list and limit counters.
+//!
+//! Selected with `[store] backend = "postgres"` and `url` (see
+//! `crate::config::StoreSection`). The schema lives in
+//! `migrations/postgres/V*__*.sql` and is applied by refinery when a store
+//! is opened; concurrent starts serialise on an advisory lock, so two
+//! instances never migrate at once.
+//!
+//! # Schema
+//!
+//! The same tables as the embedded store, with the same meaning (times are
+//! Unix milliseconds in `bigint` columns):
+//! `messages` (queue and delivery log; plus `lease_owner`, `lease_until`),
+//! `recipients`, `contents` (the message bytes as `bytea`, deleted when the
+//! message becomes final), `attempts`, `links`, `downloads`,
+//! `suppressions`, `relay_events`, `limit_counters`, `bans`, `ping`, and
+//! `settings` (values every instance must share).
+//!
+//! # Durability
+//!
+//! Every write is one transaction; [`Store::enqueue`] returns after its
+//! `COMMIT` (message row, recipients, content, links, companions and limit
+//! counters together), so a `250` means the message is in the database's
+//! WAL. Each connection is opened with `synchronous_commit=on`, whatever
+//! the server's or role's default: `off` would answer before the WAL is
+//! flushed. PostgreSQL batches the WAL flushes of concurrent commits by
+//! itself, which replaces the embedded store's group commit. Deleted
+//! content stays in dead tuples (and the WAL) until autovacuum reclaims
+//! them; unlike SQLite's `secure_delete` nothing overwrites it at once.
+//!
+//! # Pseudonyms
+//!
+//! The delivery log's HMAC key (see `crate::store::pseudonym`) must be the
+//! same on every instance, or the log of one could not be matched by
+//! another's `gdpr export`. It is therefore kept in the `settings` table
+//! (created once with `INSERT … ON CONFLICT DO NOTHING`, then read by every
+//! instance), not in `data_dir/log.key`. Deleting that row makes every
+//! pseudonym in the log unlinkable, as deleting the key file does for the
+//! embedded store.
+//!
+//! # The lease contract
+//!
+//! Each store handle has an instance id (host name, process id and a random
+//! part). [`Store::due`] claims the rows it returns in one statement: an
+//! `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` that sets
+//! `lease_owner` to the instance and `lease_until` to the database's
+//! `now() + lease_time`, for queued, due rows whose lease is null, expired,
+//! or already this instance's (so a message the scheduler passed over, e.g.
+//! while delivery was paused, comes back to it). Two instances calling
+//! `due()` at once therefore never get the same message, and neither waits
+//! for the other's rows.
+//!
+//! While the process runs, a background task renews the leases it took,
+//! every `lease_time / 3`, as long as the message is not final and the
+//! lease is still its own. A lease that is not renewed (the instance died,
+//! or hung longer than `lease_time`) expires, and the next `due()` of any
+//! instance picks the message up. Recording an attempt, postponing and
+//! deleting end a lease; a final message has none. `hold`, `release`,
+//! `retry` and `flush` leave it alone: a worker may be in the middle of
+//! that message's SMTP transaction, and the lease keeps other instances
+//! off it until the attempt is recorded.
+//!
+//! [`Store::record_attempt`] refuses ([`StoreError::Conflict`]) when the
+//! lease is another instance's (it was taken over after expiring) or when
+//! the attempt count moved (the other instance already recorded): the
+//! same attempt is never recorded twice. Delivery is at least once, as
+//! with any queue: an instance that hangs past its lease while its
+//! upstream transaction still succeeds can cause a second delivery.
+//!
+//! # Limit counters
+//!
+//! `limit_counters` rows are shared, so quotas hold across instances. An
+//! accepted message adds to them with `INSERT … ON CONFLICT DO UPDATE SET
+//! count = count + excluded.count` inside its enqueue transaction (keys in
+//! sorted order, so concurrent enqueues cannot deadlock). The check at
+//! MAIL/RCPT reads the counters before the message commits, as in the
+//! embedded store: sessions submitting at the same moment, on any number of
+//! instances, may together pass a limit by at most their number.
+
+mod limits;
+mod links;
+mod log;
+mod queue;
+mod suppression;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::config::{Host, SslMode};
+
+use super::pseudonym::Pseudonymizer;
+use super::suppression::{
+    ErasedSuppression, EventOutcome, NewRelayEvent, SubjectSuppression, SuppressOutcome,
+    Suppression,
+};
+use super::{
+    AttemptUpdate, BoxFuture, DownloadNotice, Erased, LinkRecord, MessageInfo, MessageState,
+    NewMessage, QueueId, QueueStats, Store, StoreError, SubjectRecords, now_ms,
+};
+
+/// A pooled connection's transaction; statements are prepared once per
+/// connection (deadpool's statement cache).
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// The `settings` row holding the delivery log's pseudonym key.
+const PSEUDONYM_KEY: &str = "log_pseudonym_key";
+const PSEUDONYM_KEY_LEN: usize = 32;
+
+/// Taken around migrations so instances starting together apply them once
+/// (any constant unique to this application; "schleuse" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7363_686c_6575_7365;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot set up the connection pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("store.url: {0}")]
+    Url(String),
+    #[error("store.ca_file: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "the settings row {PSEUDONYM_KEY} holds {0} bytes, expected {PSEUDONYM_KEY_LEN}; \
+         delete it only if you accept that older log entries can no longer be matched"
+    )]
+    BadKey(usize),
+    #[error("the system random generator failed")]
+    Random,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(PgError::Db(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Postgres(PgError::Pool(e))
+    }
+}
+
+/// How to reach the database and how to behave there.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// A libpq-style URL or key=value string (`sslmode=disable|prefer|require`).
+    pub url: String,
+    /// Connections kept open at most.
+    pub pool_size: usize,
+    /// How long a claim on a message lasts unless renewed.
+    pub lease_time: Duration,
+    /// Extra CA certificates for `sslmode=require` (besides the WebPKI roots).
+    pub ca_file: Option<PathBuf>,
+    /// The instance id; `None`: host name, process id and a random part.
+    /// Only tests give one, to play a second process.
+    pub instance: Option<String>,
+}
+
+/// Parses the URL and checks what `[store] url` must satisfy: a database
+/// reached over the network must be reached with TLS (as for the upstream,
+/// plaintext only on loopback or a Unix socket).
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    if url.trim().is_empty() {
+        return Err("is empty; the postgres backend needs a URL such as \
+                    postgresql://schleuse@db.example/schleuse?sslmode=require"
+            .into());
+    }
+    // The parse error never quotes the URL, which may hold a password.
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL URL ({e})"))?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        return Err("names no host (add one, or host=/run/postgresql for a socket)".into());
+    }
+    if config.get_ssl_mode() != SslMode::Require {
+        let remote = config.get_hosts().iter().find_map(|h| match h {
+            Host::Tcp(name) if !crate::config::is_loopback_host(name) => Some(name.clone()),
+            _ => None,
+        });
+        let remote = remote.or_else(|| {
+            config
+                .get_hostaddrs()
+                .iter()
+                .find(|ip| !ip.is_loopback())
+                .map(|ip| ip.to_string())
+        });
+        if let Some(host) = remote {
+            return Err(format!(
+                "{host} is not a loopback address: add sslmode=require (the connection \
+                 carries message content and credentials)"
+            ));
+        }
+    }
+    Ok(config)
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    instance: String,
+    lease_secs: f64,
+    pseudonyms: Pseudonymizer,
+    /// `log_recipients = "clear"`: keep recipients in clear once final.
+    clear_recipients: AtomicBool,
+    /// The messages this instance leased and has not given back: what the
+    /// renewal task renews.
+    leases: Arc<Mutex<HashSet<QueueId>>>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Without a store nobody delivers these messages here any more: let
+        // the leases run out so another instance takes them over.
+        self.renewal.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects, applies pending migrations and loads the shared pseudonym
+    /// key. Must run inside a Tokio runtime (it starts the lease renewal).
+    pub async fn open(options: &PgOptions) -> Result<PostgresStore, StoreError> {
+        let mut pg = parse_url(&options.url).map_err(PgError::Url)?;
+        let session = match pg.get_options() {
+            Some(o) => format!("{o} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_owned(),
+        };
+        pg.options(session);
+        if pg.get_application_name().is_none() {
+            pg.application_name("schleuse");
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(10));
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if pg.get_ssl_mode() == SslMode::Require {
+            let tls =
+                crate::tls::client_config(options.ca_file.as_deref()).map_err(PgError::Tls)?;
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            Manager::from_config(pg, tls, manager_config)
+        } else {
+            // parse_url allowed plaintext: loopback or a Unix socket only.
+            Manager::from_config(pg, NoTls, manager_config)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            // A database that does not answer makes store calls fail (the
+            // session answers 451) instead of hanging.
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(PgError::Build)?;
+        migrate(&pool).await?;
+        let pseudonyms = pseudonym_key(&pool).await?;
+        check_durability(&pool).await?;
+        let instance = options.instance.clone().unwrap_or_else(instance_id);
+        let lease_secs = options.lease_time.as_secs_f64().max(0.001);
+        let leases = Arc::new(Mutex::new(HashSet::new()));
+        let renewal = tokio::spawn(renew_leases(
+            pool.clone(),
+            instance.clone(),
+            lease_secs,
+            Arc::clone(&leases),
+        ));
+        Ok(PostgresStore {
+            pool,
+            instance,
+            lease_secs,
+            pseudonyms,
+            clear_recipients: AtomicBool::new(false),
+            leases,
+            renewal,
+        })
+    }
+
+    /// This handle's instance id, as written to `lease_owner`.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn pseudonyms_if_hidden(&self) -> Option<Pseudonymizer> {
+        (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone())
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets a lease this instance no longer needs renewed.
+    fn forget_lease(&self, id: &str) {
+        self.leases().remove(id);
+    }
+}
+
+/// Runs `$body` (an expression using the transaction `$tx`) in one
+/// transaction on a pooled connection and commits it. An error leaves the
+/// transaction to be rolled back when it is dropped.
+macro_rules! in_tx {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $pool.get().await?;
+        let $tx = client.transaction().await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok::<_, StoreError>(out)
+    }};
+}
+
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    // Session-level: held across refinery's own transactions, released by
+    // the unlock below or, if this process dies, by the server.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await
+        .map_err(PgError::Migration);
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    for m in report?.applied_migrations() {
+        tracing::info!(migration = %m, "store: schema migration applied");
+    }
+    Ok(())
+}
+
+/// The shared HMAC key: created by the first instance, read by all.
+async fn pseudonym_key(pool: &Pool) -> Result<Pseudonymizer, StoreError> {
+    let client = pool.get().await?;
+    let mut key = [0u8; PSEUDONYM_KEY_LEN];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| PgError::Random)?;
+    client
+        .execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&PSEUDONYM_KEY, &key.as_slice()],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT value FROM settings WHERE name = $1",
+            &[&PSEUDONYM_KEY],
+        )
+        .await?;
+    let stored: Vec<u8> = row.try_get(0)?;
+    if stored.len() != PSEUDONYM_KEY_LEN {
+        return Err(PgError::BadKey(stored.len()).into());
+    }
+    Ok(Pseudonymizer::from_key(&stored))
+}
+
+/// `250` relies on commits reaching disk: say so loudly when the server
+/// was told not to flush at all (`synchronous_commit` is forced on per
+/// connection; `fsync` is the server's alone).
+async fn check_durability(pool: &Pool) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let fsync: String = client.query_one("SHOW fsync", &[]).await?.try_get(0)?;
+    let sync: String = client
+        .query_one("SHOW synchronous_commit", &[])
+        .await?
+        .try_get(0)?;
+    if fsync != "on" {
+        tracing::warn!(
+            "store: the PostgreSQL server runs with fsync = {fsync}: a crash of the database \
+             host can lose messages already answered with 250"
+        );
+    }
+    if sync == "off" || sync == "local" && fsync != "on" {
+        tracing::warn!(synchronous_commit = %sync, "store: commits are not flushed before 250");
+    }
+    Ok(())
+}
+
+/// Host name, process id and 32 random bits: unique per process start, and
+/// readable in `lease_owner` when an operator wonders who holds a message.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    let random: u32 = rand::random();
+    format!("{host}/{}/{random:08x}", std::process::id())
+}
+
+/// Renews this instance's leases every `lease_time / 3` until aborted.
+async fn renew_leases(
+    pool: Pool,
+    instance: String,
+    lease_secs: f64,
+    leases: Arc<Mutex<HashSet<QueueId>>>,
+) {
+    let period = Duration::from_secs_f64(lease_secs / 3.0);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ids: Vec<QueueId> = leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        match queue::renew(&pool, &instance, lease_secs, &ids).await {
+            Ok(renewed) => {
+                // What was not renewed is final, deleted or someone else's
+                // now: stop trying.
+                let renewed: HashSet<QueueId> = renewed.into_iter().collect();
+                leases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|id| renewed.contains(id) || !ids.contains(id));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, leases = ids.len(), "store: cannot renew leases");
+            }
+        }
+    }
+}
+
+impl Store for PostgresStore {
+    fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| queue::insert(&tx, &msg).await?) })
+    }
+
+    fn due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+        Box::pin(async move {
+            let due: Vec<MessageInfo> = in_tx!(self.pool, |tx| {
+                queue::lease_due(&tx, now_ms, limit, &self.instance, self.lease_secs).await?
+            })?;
+            self.leases().extend(due.iter().map(|m| m.id.clone()));
+            Ok(due)
+        })
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT min(next_attempt) FROM messages WHERE state = 'queued'")
+                .await?;
+            Ok(client.query_one(&st, &[]).await?.try_get(0)?)
+        })
+    }
+
+    fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT c.data FROM contents c JOIN messages m ON m.seq = c.message_seq
+                     WHERE m.id = $1",
+                )
+                .await?;
+            match client.query_opt(&st, &[&id]).await? {
+                Some(row) => Ok(Some(row.try_get(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn record_attempt(
+        &self,
+        id: &str,
+        update: AttemptUpdate,
+    ) -> BoxFuture<'_, Result<MessageState, StoreError>> {
+        let id = id.to_owned();
+        let pseudonyms = self.pseudonyms_if_hidden();
+        Box::pin(async move {
+            let result = async {
+                in_tx!(self.pool, |tx| {
+                    queue::apply_attempt(&tx, &id, &update, &self.instance, pseudonyms.as_ref())
+                        .await?
+                })
+            }
+            .await;
+            // Recorded or refused, this instance is done with the attempt;
+            // a deferred message gets a new lease from the next due().
+            if !matches!(result, Err(StoreError::Postgres(_))) {
+                self.forget_lease(&id);
+            }
+            result
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| queue::list_open(&tx).await?) })
+    }
+
+    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| queue::get(&tx, &id).await?) })
+    }
+
+    fn hold(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                queue::set_state(&tx, &id, MessageState::Queued, MessageState::Held).await?
+            })
+        })
+    }
+
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                queue::set_state(&tx, &id, MessageState::Held, MessageState::Queued).await?
+            })
+        })
+    }
+
+    fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                queue::set_state(&tx, &id, MessageState::Queued, MessageState::Queued).await?
+            })
+        })
+    }
+
+    fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let result = async {
+                in_tx!(self.pool, |tx| {
+                    queue::delete(&tx, &id).await?;
+                    // Its documents were never sent: their links go with it
+                    // (the purge deletes the files of links no longer active).
+                    links::revoke_for_message(&tx, &id).await?;
+                })
+            }
+            .await;
+            if result.is_ok() {
+                self.forget_lease(&id);
+            }
+            result
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE messages SET next_attempt = $1 WHERE state = 'queued'",
+                        &[&now_ms()],
+                    )
+                    .await?;
+                usize::try_from(n).unwrap_or(usize::MAX)
+            })
+        })
+    }
+
+    fn postpone(
+        &self,
+        id: &str,
+        expected_attempts: u32,
+        until_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let result = async {
+                in_tx!(self.pool, |tx| {
+                    queue::postpone(&tx, &id, expected_attempts, until_ms, &self.instance).await?
+                })
+            }
+            .await;
+            if result.is_ok() {
+                self.forget_lease(&id);
+            }
+            result
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // A real commit, like an enqueue's: a read-only or full database,
+        // a lost connection or a stuck WAL flush all show.
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO ping (id, at) VALUES (1, $1)
+                         ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    )
+                    .await?;
+                tx.execute(&st, &[&now_ms()]).await?;
+            })
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| queue::stats(&tx).await?) })
+    }
+
+    fn link_by_token(
+        &self,
+        token_hash: &str,
+    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>> {
+        let hash = token_hash.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| links::by_token(&tx, &hash).await?) })
+    }
+
+    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| links::list(&tx, all).await?) })
+    }
+
+    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| links::revoke(&tx, &id).await?) })
+    }
+
+    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| links::expire(&tx, now_ms).await?) })
+    }
+
+    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| links::active_ids(&tx).await?) })
+    }
+
+    fn record_download(
+        &self,
+        link_id: &str,
+        outcome: &'static str,
+        ip: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>> {
+        let id = link_id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                links::record_download(&tx, &id, outcome, ip.as_deref()).await?
+            })
+        })
+    }
+
+    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| links::purge(&tx, before_ms).await?) })
+    }
+
+    fn set_clear_recipients(&self, clear: bool) {
+        self.clear_recipients.store(clear, Ordering::Relaxed);
+    }
+
+    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| log::purge(&tx, before_ms).await?) })
+    }
+
+    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| log::oldest(&tx).await?) })
+    }
+
+    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| log::subject(&tx, &address, &pseudonym)
+                .await?)
+        })
+    }
+
+    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            let erased: Erased = in_tx!(self.pool, |tx| {
+                log::erase(&tx, &address, &pseudonym).await?
+            })?;
+            for id in &erased.queued_deleted {
+                self.forget_lease(id);
+            }
+            Ok(erased)
+        })
+    }
+
+    fn suppress(
+        &self,
+        entry: Suppression,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<SuppressOutcome, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                suppression::upsert(&tx, &entry, replace, now_ms()).await?
+            })
+        })
+    }
+
+    fn suppressed(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Suppression>, StoreError>> {
+        let address = address.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| suppression::lookup(&tx, &address, now_ms)
+                .await?)
+        })
+    }
+
+    fn suppressions(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Suppression>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| suppression::list(&tx, now_ms).await?) })
+    }
+
+    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let address = address.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| suppression::remove(&tx, &address).await?) })
+    }
+
+    fn record_relay_event(
+        &self,
+        event: NewRelayEvent,
+        suppress: Option<Suppression>,
+    ) -> BoxFuture<'_, Result<EventOutcome, StoreError>> {
+        let pseudonyms = self.pseudonyms_if_hidden();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                suppression::record_event(
+                    &tx,
+                    &event,
+                    suppress.as_ref(),
+                    pseudonyms.as_ref(),
+                    now_ms(),
+                )
+                .await?
+            })
+        })
+    }
+
+    fn purge_suppressions(
+        &self,
+        now_ms: i64,
+        events_before_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                suppression::purge(&tx, now_ms, events_before_ms).await?
+            })
+        })
+    }
+
+    fn suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<SubjectSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                suppression::subject(&tx, &address, &pseudonym).await?
+            })
+        })
+    }
+
+    fn erase_suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<ErasedSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                suppression::erase(&tx, &address, &pseudonym).await?
+            })
+        })
+    }
+
+    fn counters(
+        &self,
+        keys: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| limits::get(&tx, &keys, now_ms).await?) })
+    }
+
+    fn ban(&self, ban: super::limits::Ban) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| limits::ban(&tx, &ban).await?) })
+    }
+
+    fn banned(
+        &self,
+        ip: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<super::limits::Ban>, StoreError>> {
+        let ip = ip.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| limits::banned(&tx, &ip, now_ms).await?) })
+    }
+
+    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<super::limits::Ban>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| limits::list(&tx, now_ms).await?) })
+    }
+
+    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let ip = ip.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| limits::unban(&tx, &ip).await?) })
+    }
+
+    fn purge_limits(
+        &self,
+        now_ms: i64,
+        keep_hourly_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                limits::purge(&tx, now_ms, keep_hourly_ms).await?
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_only_to_loopback_or_a_socket() {
+        for ok in [
+            "postgresql://u@127.0.0.1/db",
+            "postgresql://u@localhost:5433/db?sslmode=disable",
+            "host=/run/postgresql dbname=db",
+            "postgresql://u@db.example/db?sslmode=require",
+        ] {
+            assert!(parse_url(ok).is_ok(), "{ok}");
+        }
+        let err = parse_url("postgresql://u:secret@db.example/db").unwrap_err();
+        assert!(
+            err.contains("db.example") && err.contains("sslmode=require"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        let err = parse_url("postgresql://u@db.example/db?sslmode=prefer").unwrap_err();
+        assert!(err.contains("sslmode=require"), "{err}");
+        assert!(parse_url("").is_err());
+        let err = parse_url("postgresql://u:secret@[::1/db").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

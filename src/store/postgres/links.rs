@@ -1,0 +1,226 @@
+//! The link tables of the PostgreSQL store (see `crate::store::links` for
+//! what a row holds before and after expiry).
+
+use tokio_postgres::Row;
+
+use super::Tx;
+use crate::store::{DownloadNotice, LinkRecord, LinkState, NewLink, StoreError, now_ms};
+
+pub(super) async fn insert(
+    tx: &Tx<'_>,
+    message_id: &str,
+    link: &NewLink,
+) -> Result<(), StoreError> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO links (id, token_hash, message_id, account, file_name, content_type,
+                 size, created_at, expires_at, salt, protected, notify_to, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active')",
+        )
+        .await?;
+    let size = i64::try_from(link.size).unwrap_or(i64::MAX);
+    tx.execute(
+        &st,
+        &[
+            &link.id,
+            &link.token_hash,
+            &message_id,
+            &link.account,
+            &link.file_name,
+            &link.content_type,
+            &size,
+            &link.created_at,
+            &link.expires_at,
+            &link.salt,
+            &link.protected,
+            &link.notify_to,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, message_id, account, file_name, content_type, size, created_at,
+    expires_at, protected, downloads, first_download_at, state, salt";
+
+fn row(r: &Row) -> Result<LinkRecord, StoreError> {
+    let state: String = r.try_get(11)?;
+    Ok(LinkRecord {
+        id: r.try_get(0)?,
+        message_id: r.try_get(1)?,
+        account: r.try_get(2)?,
+        file_name: r.try_get(3)?,
+        content_type: r.try_get(4)?,
+        size: u64::try_from(r.try_get::<_, i64>(5)?).unwrap_or(0),
+        created_at: r.try_get(6)?,
+        expires_at: r.try_get(7)?,
+        protected: r.try_get(8)?,
+        downloads: u64::try_from(r.try_get::<_, i64>(9)?).unwrap_or(0),
+        first_download_at: r.try_get(10)?,
+        // An unknown state is treated as the safe one: nothing opens.
+        state: LinkState::parse(&state).unwrap_or(LinkState::Revoked),
+        salt: r.try_get::<_, Option<Vec<u8>>>(12)?.unwrap_or_default(),
+    })
+}
+
+pub(super) async fn by_token(
+    tx: &Tx<'_>,
+    token_hash: &str,
+) -> Result<Option<LinkRecord>, StoreError> {
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM links WHERE token_hash = $1"
+        ))
+        .await?;
+    tx.query_opt(&st, &[&token_hash])
+        .await?
+        .as_ref()
+        .map(row)
+        .transpose()
+}
+
+pub(super) async fn list(tx: &Tx<'_>, all: bool) -> Result<Vec<LinkRecord>, StoreError> {
+    let filter = if all { "" } else { "WHERE state = 'active'" };
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM links {filter} ORDER BY created_at DESC, id"
+        ))
+        .await?;
+    tx.query(&st, &[]).await?.iter().map(row).collect()
+}
+
+/// Links of one message, oldest first, in any state.
+pub(super) async fn of_message(
+    tx: &Tx<'_>,
+    message_id: &str,
+) -> Result<Vec<LinkRecord>, StoreError> {
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM links WHERE message_id = $1 ORDER BY created_at, id"
+        ))
+        .await?;
+    tx.query(&st, &[&message_id])
+        .await?
+        .iter()
+        .map(row)
+        .collect()
+}
+
+/// Wipes everything of an active link but what the `410` page and the
+/// download log need.
+const TOMBSTONE: &str = "file_name = '', content_type = '', salt = NULL, notify_to = NULL";
+
+pub(super) async fn revoke(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE links SET state = 'revoked', ended_at = $2, {TOMBSTONE}
+         WHERE id = $1 AND state = 'active'"
+    );
+    if tx.execute(&sql, &[&id, &now_ms()]).await? == 1 {
+        return Ok(());
+    }
+    let exists = tx
+        .query_opt("SELECT 1 FROM links WHERE id = $1", &[&id])
+        .await?
+        .is_some();
+    if exists {
+        // Revoking an expired or revoked link again is already done.
+        Ok(())
+    } else {
+        Err(StoreError::LinkNotFound(id.into()))
+    }
+}
+
+pub(super) async fn revoke_for_message(tx: &Tx<'_>, message_id: &str) -> Result<u64, StoreError> {
+    let sql = format!(
+        "UPDATE links SET state = 'revoked', ended_at = $2, {TOMBSTONE}
+         WHERE message_id = $1 AND state = 'active'"
+    );
+    Ok(tx.execute(&sql, &[&message_id, &now_ms()]).await?)
+}
+
+pub(super) async fn expire(tx: &Tx<'_>, now: i64) -> Result<Vec<String>, StoreError> {
+    // One statement: an instance expiring at the same time gets the other
+    // rows (or none), never the same id twice.
+    let sql = format!(
+        "UPDATE links SET state = 'expired', ended_at = $1, {TOMBSTONE}
+         WHERE state = 'active' AND expires_at <= $1 RETURNING id"
+    );
+    tx.query(&sql, &[&now])
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
+}
+
+pub(super) async fn active_ids(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
+    tx.query("SELECT id FROM links WHERE state = 'active'", &[])
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
+}
+
+pub(super) async fn record_download(
+    tx: &Tx<'_>,
+    link_id: &str,
+    outcome: &str,
+    ip: Option<&str>,
+) -> Result<Option<DownloadNotice>, StoreError> {
+    let now = now_ms();
+    let st = tx
+        .prepare_cached("INSERT INTO downloads (link_id, at, outcome, ip) VALUES ($1, $2, $3, $4)")
+        .await?;
+    tx.execute(&st, &[&link_id, &now, &outcome, &ip]).await?;
+    if outcome != "downloaded" {
+        return Ok(None);
+    }
+    // The row lock makes "first" hold across instances: a second download
+    // at the same moment waits here and then sees first_download_at set.
+    let st = tx
+        .prepare_cached(
+            "SELECT message_id, account, file_name, notify_to, state, first_download_at
+             FROM links WHERE id = $1 FOR UPDATE",
+        )
+        .await?;
+    let Some(r) = tx.query_opt(&st, &[&link_id]).await? else {
+        return Ok(None);
+    };
+    let state: String = r.try_get(4)?;
+    let first: Option<i64> = r.try_get(5)?;
+    let notify_to: Option<String> = r.try_get(3)?;
+    // The notice is due on the first download only, of an active link
+    // that asked for one.
+    let notice = match notify_to {
+        Some(to) if state == LinkState::Active.as_str() && first.is_none() => {
+            Some(DownloadNotice {
+                link_id: link_id.to_owned(),
+                message_id: r.try_get(0)?,
+                account: r.try_get(1)?,
+                file_name: r.try_get(2)?,
+                notify_to: to,
+            })
+        }
+        _ => None,
+    };
+    tx.execute(
+        "UPDATE links SET downloads = downloads + 1,
+             first_download_at = coalesce(first_download_at, $2)
+         WHERE id = $1",
+        &[&link_id, &now],
+    )
+    .await?;
+    Ok(notice)
+}
+
+pub(super) async fn purge(tx: &Tx<'_>, before: i64) -> Result<usize, StoreError> {
+    let tombstones = tx
+        .execute(
+            "DELETE FROM links WHERE state <> 'active' AND ended_at < $1",
+            &[&before],
+        )
+        .await?;
+    let log = tx
+        .execute("DELETE FROM downloads WHERE at < $1", &[&before])
+        .await?;
+    Ok(usize::try_from(tombstones + log).unwrap_or(usize::MAX))
+}
