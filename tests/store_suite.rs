@@ -1102,3 +1102,50 @@ async fn postgres_instances_share_the_pseudonym_key_and_counters() {
         "quotas hold across instances"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = common::make_certs(&dir.path().join("ca"));
+    let (crt, key) = (certs.server_crt.clone(), certs.server_key.clone());
+    let db = tokio::task::spawn_blocking(move || common::postgres::tls_database(&crt, &key))
+        .await
+        .expect("start PostgreSQL with TLS");
+    let options = |url: String, ca: Option<std::path::PathBuf>| PgOptions {
+        url,
+        pool_size: 2,
+        lease_time: Duration::from_secs(60),
+        ca_file: ca,
+        instance: None,
+    };
+    // The server takes TCP clients over TLS only: this one used it, and
+    // checked the certificate against the test CA.
+    let store = PostgresStore::open(&options(
+        db.url_with("sslmode=require"),
+        Some(certs.ca_crt.clone()),
+    ))
+    .await
+    .expect("TLS with the CA");
+    let id = store
+        .enqueue(message(&["a@example.org"]))
+        .await
+        .expect("enqueue");
+    assert!(store.content(&id).await.expect("content").is_some());
+    drop(store);
+
+    // Without the CA the certificate is not trusted: no connection.
+    let err = PostgresStore::open(&options(db.url_with("sslmode=require"), None))
+        .await
+        .err()
+        .expect("an unknown CA must be refused");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // And without TLS the server (hostssl only) lets nobody in.
+    assert!(
+        PostgresStore::open(&options(db.url_with("sslmode=disable"), None))
+            .await
+            .is_err()
+    );
+}

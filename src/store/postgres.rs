@@ -122,9 +122,9 @@ mod embedded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("{0}")]
+    #[error("{}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
-    #[error("connection pool: {0}")]
+    #[error("connection pool: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot set up the connection pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
@@ -141,6 +141,23 @@ pub enum PgError {
     BadKey(usize),
     #[error("the system random generator failed")]
     Random,
+}
+
+/// An error with the causes its own text leaves out: tokio-postgres says
+/// "error performing TLS handshake" and keeps the why (an unknown CA, a
+/// wrong host name) in its source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -81,7 +81,9 @@ impl PgServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    fn start() -> PgServer {
+    /// A server; with `tls` (certificate and key files), TCP clients must
+    /// use TLS (`hostssl` only), which proves a client that got in used it.
+    fn start(tls: Option<(&Path, &Path)>) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("schleuse-pg-")
@@ -93,6 +95,23 @@ impl PgServer {
             port: free_port(),
         };
         std::fs::create_dir(server.socket_dir()).expect("socket dir");
+        let mut ssl = String::new();
+        if let Some((cert, key)) = tls {
+            let (c, k) = (
+                server.dir.path().join("server.crt"),
+                server.dir.path().join("server.key"),
+            );
+            std::fs::copy(cert, &c).expect("copy certificate");
+            std::fs::copy(key, &k).expect("copy key");
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod key");
+            ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            );
+        }
         if is_root() {
             let out = run_bounded(
                 Command::new("chown")
@@ -112,9 +131,16 @@ impl PgServer {
             Duration::from_secs(120),
         );
         assert!(out.status.success(), "initdb failed: {}", output_text(&out));
+        if tls.is_some() {
+            std::fs::write(
+                server.data().join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c fsync=off -c full_page_writes=off -c max_connections=200",
+             -c fsync=off -c full_page_writes=off -c max_connections=200{ssl}",
             server.port,
             server.socket_dir().display()
         );
@@ -183,8 +209,13 @@ pub struct PgDb {
 impl PgDb {
     /// A URL for the store: TCP on loopback, no TLS, trust auth.
     pub fn url(&self) -> String {
+        self.url_with("sslmode=disable")
+    }
+
+    /// The same with other parameters (e.g. `sslmode=require`).
+    pub fn url_with(&self, params: &str) -> String {
         format!(
-            "postgresql://postgres@127.0.0.1:{}/{}?sslmode=disable",
+            "postgresql://postgres@127.0.0.1:{}/{}?{params}",
             self.server.port, self.name
         )
     }
@@ -197,7 +228,7 @@ fn server() -> Arc<PgServer> {
     if let Some(s) = shared.upgrade() {
         return s;
     }
-    let s = Arc::new(PgServer::start());
+    let s = Arc::new(PgServer::start(None));
     *shared = Arc::downgrade(&s);
     s
 }
@@ -213,4 +244,15 @@ pub fn database() -> PgDb {
     );
     server.create_database(&name);
     PgDb { server, name }
+}
+
+/// A database on a server of its own that accepts TCP clients over TLS
+/// only, with this certificate and key.
+pub fn tls_database(cert: &Path, key: &Path) -> PgDb {
+    let server = Arc::new(PgServer::start(Some((cert, key))));
+    server.create_database("tls");
+    PgDb {
+        server,
+        name: "tls".into(),
+    }
 }
