@@ -23,6 +23,8 @@ mod suppression;
 pub use suppression::Suppression;
 mod reputation;
 pub use reputation::{Reputation, dns_name};
+mod documents;
+pub use documents::{DocumentBackend, Documents};
 mod outbound;
 pub use outbound::{DomainLimit, Egress};
 mod store;
@@ -80,6 +82,9 @@ pub struct Config {
     pub sender: SenderSection,
     #[serde(default)]
     pub attachments: Attachments,
+    /// Where the encrypted documents live: local files or an S3 bucket.
+    #[serde(default)]
+    pub documents: Documents,
     #[serde(default)]
     pub retention: Retention,
     /// Hard bounces and the Mailjet event webhook (SPEC §6).
@@ -658,6 +663,7 @@ impl Default for Config {
             privacy: Privacy::default(),
             sender: SenderSection::default(),
             attachments: Attachments::default(),
+            documents: Documents::default(),
             retention: Retention::default(),
             suppression: Suppression::default(),
             dkim: Vec::new(),
@@ -739,6 +745,9 @@ impl Config {
     /// Checks what the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Err((key, reason)) = self.attachments.check() {
+            return Err(self.invalid(key, reason));
+        }
+        if let Err((key, reason)) = self.documents.check() {
             return Err(self.invalid(key, reason));
         }
         if let Err((key, reason)) = self.reputation.check() {

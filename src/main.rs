@@ -314,10 +314,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(admin::gdpr::export(store.as_ref(), &address))
                 }
                 GdprCommand::Erase { address, yes } => {
-                    let files = schleuse::store::documents::LocalFiles::open(
-                        &config.server.data_dir.join("documents"),
-                    )?;
-                    rt.block_on(admin::gdpr::erase(store.as_ref(), &files, &address, yes))
+                    let files = schleuse::store::documents::open(&config)?;
+                    rt.block_on(admin::gdpr::erase(
+                        store.as_ref(),
+                        files.as_ref(),
+                        &address,
+                        yes,
+                    ))
                 }
             }
         }
@@ -346,11 +349,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(admin::links::list(store.as_ref(), all, json))
                 }
                 LinksCommand::Revoke { id } => {
-                    let files = schleuse::store::documents::LocalFiles::open(
-                        &config.server.data_dir.join("documents"),
-                    )?;
-                    let vault =
-                        schleuse::links::vault::Vault::new(store, std::sync::Arc::new(files), None);
+                    let files = schleuse::store::documents::open(&config)?;
+                    let vault = schleuse::links::vault::Vault::new(store, files, None);
                     rt.block_on(admin::links::revoke(&vault, &id))
                 }
             }

@@ -27,7 +27,6 @@ use crate::dkim::Signer;
 use crate::links::vault::Vault;
 use crate::listener::Connections;
 use crate::queue::Queue;
-use crate::store::documents::LocalFiles;
 use crate::{delivery, links, listener, tls};
 
 /// State every session and worker shares. Config and accounts are swapped
@@ -242,10 +241,11 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     }
     let store = crate::store::open(&config).await?;
     store.set_clear_recipients(config.privacy.log_recipients == LogRecipients::Clear);
-    let files = LocalFiles::open(&config.server.data_dir.join("documents"))?;
-    tracing::info!(dir = %files.dir().display(), "document store opened (AES-256-GCM, key per link, never stored)");
+    let files = crate::store::documents::open(&config)?;
+    files.probe().await?;
+    tracing::info!(at = %config.documents.describe(&config.server.data_dir), "document store opened (AES-256-GCM, key per link, never stored)");
     let (notices, notice_rx) = links::tasks::notice_channel();
-    let vault = Arc::new(Vault::new(store.clone(), Arc::new(files), Some(notices)));
+    let vault = Arc::new(Vault::new(store.clone(), files, Some(notices)));
     let accounts = first_account(&config)?;
     check_listener_accounts(&config, &accounts)?;
     let tls = load_tls(&config)?;

@@ -11,6 +11,7 @@
 
 pub mod dns;
 pub mod postgres;
+pub mod s3;
 
 use std::fmt::Write as _;
 use std::fs;
