@@ -8,14 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::haproxy::Haproxy;
 use common::*;
 
-/// Debian's `haproxy` package (installed by .ci/run).
-const HAPROXY: &str = "/usr/sbin/haproxy";
 const SENDER: &str = "sender@example.com";
 const RCPT: &str = "rcpt@example.net";
 
@@ -296,55 +294,6 @@ fn without_a_valid_header_or_from_a_stranger_there_is_no_greeting() {
 
 // ---------------------------------------------------------------------------
 // Real HAProxy in front
-
-/// `haproxy -db` (foreground) running a config the test wrote; killed on drop.
-struct Haproxy {
-    child: Child,
-    log_path: PathBuf,
-}
-
-impl Haproxy {
-    fn start(dir: &std::path::Path, config: &str) -> Haproxy {
-        let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, config).expect("write haproxy.cfg");
-        let log_path = dir.join("haproxy.log");
-        let log = std::fs::File::create(&log_path).expect("haproxy log");
-        let check = run_bounded(
-            Command::new(HAPROXY).arg("-c").arg("-f").arg(&cfg),
-            None,
-            Duration::from_secs(30),
-        );
-        assert!(
-            check.status.success(),
-            "haproxy -c\n{}",
-            output_text(&check)
-        );
-        let child = Command::new(HAPROXY)
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("clone fd")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start haproxy (apt-get install haproxy)");
-        Haproxy { child, log_path }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- haproxy log -----\n{}", self.log());
-        }
-    }
-}
 
 #[test]
 fn through_haproxy_send_proxy_v2() {

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod haproxy;
 pub mod postgres;
 pub mod s3;
 
@@ -1389,6 +1390,39 @@ pub fn simple_message(from: &str, to: &str, marker: &str) -> Vec<u8> {
          body of {marker}\r\n"
     )
     .into_bytes()
+}
+
+/// A text part and one PDF attachment (`document`, base64), so the gateway
+/// turns it into a link.
+pub fn message_with_document(from: &str, to: &str, marker: &str, document: &[u8]) -> Vec<u8> {
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: test {marker}\r\n\
+         Message-ID: <{marker}@example.com>\r\nDate: Mon, 01 Jan 2024 10:00:00 +0100\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbody of {marker}\r\n\
+         --b\r\nContent-Type: application/pdf; name=\"{marker}.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"{marker}.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        wrap76(&base64(document))
+    )
+    .into_bytes()
+}
+
+/// The link tokens in a relayed text that point at the link service on
+/// `port`, in order, without repeats.
+pub fn link_tokens(text: &str, port: u16) -> Vec<String> {
+    let prefix = format!("http://127.0.0.1:{port}/d/");
+    let mut out: Vec<String> = text
+        .match_indices(&prefix)
+        .map(|(i, _)| {
+            text[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect()
+        })
+        .collect();
+    out.dedup();
+    out
 }
 
 /// Whether `eml` is `message` with only header fields added at the top;
