@@ -39,54 +39,13 @@ JOB_TIMEOUT=${JOB_TIMEOUT:-120}
 SENDER=bench@bench.example
 RCPT=sink@sink.example
 
-SMTP_SINK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
-if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=python3; fi
-
-die() { echo "bench: $*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }  # calc FORMAT EXPR
+. "$ROOT/bench/lib.sh"
 
 [ -x "$SMTP_SINK" ] || die "$SMTP_SINK not found: apt-get install postfix"
 command -v "$PY" >/dev/null || die "python3 not found"
-SINK_USER=()
-[ "$(id -u)" = 0 ] && SINK_USER=(-u nobody)  # smtp-sink refuses to run as root
-CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------
-# process bookkeeping: everything we start is stopped on exit, by PID
-SINK_PID=""
-SCHLEUSE_PID=""
-
-# signal PID only while it is still the process we started (its command line
-# contains WORD), so a recycled PID is never hit: signal_if SIG PID WORD
-signal_if() {
-    if kill -0 "$2" 2>/dev/null && tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null | grep -q -- "$3"; then
-        kill "-$1" "$2" 2>/dev/null || true
-    fi
-}
-
-stop_sink() {
-    if [ -n "$SINK_PID" ]; then
-        signal_if TERM "$SINK_PID" smtp-sink
-        wait "$SINK_PID" 2>/dev/null || true
-        SINK_PID=""
-    fi
-}
-
-stop_schleuse() {
-    if [ -n "$SCHLEUSE_PID" ]; then
-        signal_if TERM "$SCHLEUSE_PID" schleuse
-        for _ in $(seq 100); do
-            kill -0 "$SCHLEUSE_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        signal_if KILL "$SCHLEUSE_PID" schleuse
-        wait "$SCHLEUSE_PID" 2>/dev/null || true
-        SCHLEUSE_PID=""
-    fi
-}
-
+# process bookkeeping (see bench/lib.sh): everything we start is stopped on exit, by PID
 cleanup() {
     stop_sink
     stop_schleuse
@@ -94,61 +53,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_port PORT PID: until something accepts on 127.0.0.1:PORT (PID must stay alive)
-wait_port() {
-    local port=$1 pid=$2
-    for _ in $(seq 300); do
-        if "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# start_sink N LOGFILE: a fresh smtp-sink that exits after N messages; sets SINK_PORT
-start_sink() {
-    local n=$1 logfile=$2
-    SINK_PORT=$(free_port)
-    "$SMTP_SINK" "${SINK_USER[@]}" -M "$n" "127.0.0.1:$SINK_PORT" 1024 >"$logfile" 2>&1 &
-    SINK_PID=$!
-    wait_port "$SINK_PORT" "$SINK_PID" || die "smtp-sink did not start (see $logfile)"
-}
-
-# wait_sink: until the sink has exited (= got all messages); sets SINK_DONE
-# (epoch seconds), or returns 1 on timeout
-wait_sink() {
-    local deadline
-    deadline=$(( $(date +%s) + JOB_TIMEOUT ))
-    while kill -0 "$SINK_PID" 2>/dev/null; do
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            stop_sink
-            return 1
-        fi
-        sleep 0.02
-    done
-    SINK_DONE=$(now)
-    wait "$SINK_PID" 2>/dev/null || true
-    SINK_PID=""
-}
-
-cpu_ticks() { # utime + stime of PID, in clock ticks
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-
-vm_kb() { # vm_kb PID FIELD -> kB
-    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
-}
-
-json_field() { # json_field JSON KEY
-    "$PY" -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("n/a" if v is None else v)' "$1" "$2"
-}
 
 # ---------------------------------------------------------------------------
 # schleuse
@@ -193,6 +97,11 @@ max_message_size = "25MB"
 max_recipients_per_message = 50
 max_connections = 500
 max_connections_per_ip = 500
+# the quotas are checked and counted as in production, but set out of reach
+ip_messages_per_minute = 100000000
+account_messages_per_hour = 100000000
+account_messages_per_day = 100000000
+account_recipients_per_day = 100000000
 
 [admin]
 bind = "127.0.0.1:$(free_port)"
@@ -236,15 +145,7 @@ setup_schleuse() {
     mkdir -p "$SCHLEUSE_DIR/certs"
     SCHLEUSE_PORT=$(free_port)
     DKIM_ON=0 write_schleuse_config setup keep 9
-    if [ "$DKIM_ON" = 1 ] && [ ! -f "$SCHLEUSE_DIR/certs/dkim/bench.example.bench.ed25519.pem" ]; then
-        (cd "$SCHLEUSE_DIR" && "$SCHLEUSE_BIN" --config schleuse.toml \
-            dkim keygen --domain bench.example --selector bench >keygen.log 2>&1) ||
-            { cat "$SCHLEUSE_DIR/keygen.log" >&2; die "schleuse dkim keygen failed"; }
-    fi
-    "$PY" -c 'import secrets; print(secrets.token_urlsafe(18))' |
-        "$SCHLEUSE_BIN" --config "$SCHLEUSE_DIR/schleuse.toml" \
-            user add bench --allow-sender '*' --password-stdin >"$SCHLEUSE_DIR/user-add.log" 2>&1 ||
-        { cat "$SCHLEUSE_DIR/user-add.log" >&2; die "schleuse user add failed"; }
+    bench_identity "$SCHLEUSE_DIR" "$DKIM_ON"
 }
 
 # ---------------------------------------------------------------------------
@@ -308,14 +209,7 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-if [ -z "${SCHLEUSE_BIN:-}" ]; then
-    if [ "${SKIP_BUILD:-0}" != 1 ]; then
-        log "cargo build --release (binary and examples/attachments_bench)"
-        (cd "$ROOT" && cargo build --release --bin schleuse --example attachments_bench)
-    fi
-    SCHLEUSE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/schleuse
-fi
-[ -x "$SCHLEUSE_BIN" ] || die "$SCHLEUSE_BIN not found"
+build_schleuse --bin schleuse --example attachments_bench
 INPROC_BIN=$(dirname "$SCHLEUSE_BIN")/examples/attachments_bench
 
 INPROC=""

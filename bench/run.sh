@@ -39,16 +39,9 @@ REPEAT=${REPEAT:-3}
 SENDER=bench@bench.example
 RCPT=sink@sink.example
 
-SMTP_SINK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
-SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 POSTFIX=$(command -v postfix || echo /usr/sbin/postfix)
 POSTSUPER=$(command -v postsuper || echo /usr/sbin/postsuper)
-if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=python3; fi
-
-die() { echo "bench: $*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }  # calc FORMAT EXPR
+. "$ROOT/bench/lib.sh"
 
 for tool in "$SMTP_SINK" "$SMTP_SOURCE"; do
     [ -x "$tool" ] || die "$tool not found: apt-get install postfix"
@@ -65,44 +58,11 @@ if [ "${SKIP_POSTFIX:-0}" != 1 ]; then
     [ -x "$POSTFIX" ] || die "postfix not found: apt-get install postfix"
     id postfix >/dev/null 2>&1 || die "user 'postfix' missing: apt-get install postfix"
 fi
-SINK_USER=()
-[ "$IS_ROOT" = 1 ] && SINK_USER=(-u nobody)  # smtp-sink refuses to run as root
 
 # ---------------------------------------------------------------------------
-# process bookkeeping: everything we start is stopped on exit, by PID
-SINK_PID=""
-SCHLEUSE_PID=""
+# process bookkeeping (see bench/lib.sh): everything we start is stopped on exit, by PID
 POSTFIX_PID=""
 POSTFIX_ETC=""
-
-# signal PID only while it is still the process we started (its command line
-# contains WORD), so a recycled PID is never hit: signal_if SIG PID WORD
-signal_if() {
-    if kill -0 "$2" 2>/dev/null && tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null | grep -q -- "$3"; then
-        kill "-$1" "$2" 2>/dev/null || true
-    fi
-}
-
-stop_sink() {
-    if [ -n "$SINK_PID" ]; then
-        signal_if TERM "$SINK_PID" smtp-sink
-        wait "$SINK_PID" 2>/dev/null || true
-        SINK_PID=""
-    fi
-}
-
-stop_schleuse() {
-    if [ -n "$SCHLEUSE_PID" ]; then
-        signal_if TERM "$SCHLEUSE_PID" schleuse
-        for _ in $(seq 100); do
-            kill -0 "$SCHLEUSE_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        signal_if KILL "$SCHLEUSE_PID" schleuse
-        wait "$SCHLEUSE_PID" 2>/dev/null || true
-        SCHLEUSE_PID=""
-    fi
-}
 
 stop_postfix() {
     if [ -n "$POSTFIX_PID" ]; then
@@ -125,54 +85,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_port PORT PID: until something accepts on 127.0.0.1:PORT (PID must stay alive)
-wait_port() {
-    local port=$1 pid=$2
-    for _ in $(seq 300); do
-        if "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# start_sink N LOGFILE: a fresh smtp-sink that exits after N messages; sets SINK_PORT
-start_sink() {
-    local n=$1 logfile=$2
-    SINK_PORT=$(free_port)
-    "$SMTP_SINK" "${SINK_USER[@]}" -M "$n" "127.0.0.1:$SINK_PORT" 1024 >"$logfile" 2>&1 &
-    SINK_PID=$!
-    wait_port "$SINK_PORT" "$SINK_PID" || die "smtp-sink did not start (see $logfile)"
-}
-
-# wait_sink T0: wait until the sink has exited (= got all messages); sets SECS
-# (seconds since T0), or returns 1 on timeout
-wait_sink() {
-    local t0=$1 deadline t1
-    deadline=$(( $(date +%s) + JOB_TIMEOUT ))
-    while kill -0 "$SINK_PID" 2>/dev/null; do
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            stop_sink
-            return 1
-        fi
-        sleep 0.02
-    done
-    t1=$(now)
-    wait "$SINK_PID" 2>/dev/null || true
-    SINK_PID=""
-    SECS=$(calc '%.6f' "$t1 - $t0")
-}
-
-vm_kb() { # vm_kb PID FIELD -> kB
-    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
-}
 
 # ---------------------------------------------------------------------------
 # schleuse
@@ -217,6 +129,11 @@ max_message_size = "25MB"
 max_recipients_per_message = 50
 max_connections = 500
 max_connections_per_ip = 500
+# the quotas are checked and counted as in production, but set out of reach
+ip_messages_per_minute = 100000000
+account_messages_per_hour = 100000000
+account_messages_per_day = 100000000
+account_recipients_per_day = 100000000
 
 # Metrics are recorded as in production; the endpoint on its own free port.
 [admin]
@@ -268,15 +185,7 @@ setup_schleuse() {
     mkdir -p "$SCHLEUSE_DIR/certs"
     SCHLEUSE_PORT=$(free_port)
     DKIM_ON=0 write_schleuse_config setup 9
-    if [ ! -f "$SCHLEUSE_DIR/certs/dkim/bench.example.bench.ed25519.pem" ]; then
-        (cd "$SCHLEUSE_DIR" && "$SCHLEUSE_BIN" --config schleuse.toml \
-            dkim keygen --domain bench.example --selector bench >keygen.log 2>&1) ||
-            { cat "$SCHLEUSE_DIR/keygen.log" >&2; die "schleuse dkim keygen failed"; }
-    fi
-    "$PY" -c 'import secrets; print(secrets.token_urlsafe(18))' |
-        "$SCHLEUSE_BIN" --config "$SCHLEUSE_DIR/schleuse.toml" \
-            user add bench --allow-sender '*' --password-stdin >"$SCHLEUSE_DIR/user-add.log" 2>&1 ||
-        { cat "$SCHLEUSE_DIR/user-add.log" >&2; die "schleuse user add failed"; }
+    bench_identity "$SCHLEUSE_DIR" 1
 }
 
 # ---------------------------------------------------------------------------
@@ -442,10 +351,6 @@ run_latency() {
     stop_sink
 }
 
-json_field() { # json_field JSON KEY
-    "$PY" -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("n/a" if v is None else v)' "$1" "$2"
-}
-
 ratio() {
     if [[ "$1" =~ ^[0-9]+$ ]] && [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -gt 0 ]; then
         calc '%.2f' "$1 / $2"
@@ -459,14 +364,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT/schleuse" "$OUT/postfix"
 
 if [ "${SKIP_SCHLEUSE:-0}" != 1 ]; then
-    if [ -z "${SCHLEUSE_BIN:-}" ]; then
-        if [ "${SKIP_BUILD:-0}" != 1 ]; then
-            log "cargo build --release"
-            (cd "$ROOT" && cargo build --release)
-        fi
-        SCHLEUSE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/schleuse
-    fi
-    [ -x "$SCHLEUSE_BIN" ] || die "$SCHLEUSE_BIN not found"
+    build_schleuse
 fi
 
 declare -A R      # R[s_small]="612 598 640" (msgs/s of each repetition)
