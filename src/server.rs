@@ -244,6 +244,17 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     let files = crate::store::documents::open(&config)?;
     files.probe().await?;
     tracing::info!(at = %config.documents.describe(&config.server.data_dir), "document store opened (AES-256-GCM, key per link, never stored)");
+    if config.documents.backend == crate::config::DocumentBackend::S3
+        && config.store.backend == crate::config::StoreBackend::Embedded
+    {
+        // The orphan purge deletes objects under the prefix that this
+        // instance's own link store does not know.
+        tracing::warn!(
+            prefix = %config.documents.prefix,
+            "documents in a bucket with the embedded store: give every instance its own \
+             documents.prefix, or share one PostgreSQL store, or they delete each other's documents"
+        );
+    }
     let (notices, notice_rx) = links::tasks::notice_channel();
     let vault = Arc::new(Vault::new(store.clone(), files, Some(notices)));
     let accounts = first_account(&config)?;
@@ -358,7 +369,15 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
             "sessions still open after the grace period; closing them"
         );
     }
-    let _ = tokio::time::timeout(grace, delivery).await;
+    match tokio::time::timeout(grace, delivery).await {
+        // Nothing is being sent any more: leases can go to other instances.
+        Ok(_) => {
+            if let Err(e) = shared.queue.store().close().await {
+                tracing::warn!(error = %e, "cannot give back the queue's leases");
+            }
+        }
+        Err(_) => tracing::warn!("delivery still busy after the grace period"),
+    }
     if let Some(service) = link_service {
         // A download in progress gets a moment to finish.
         let _ = tokio::time::timeout(Duration::from_secs(5), service).await;

@@ -1057,6 +1057,57 @@ async fn postgres_leases_are_renewed_expire_and_are_taken_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lost_lease_is_seen_before_sending_and_close_gives_leases_back() {
+    let db = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("database");
+    let lease = Duration::from_secs(1);
+    let a = open_pg(&db, Some("instance-a"), lease).await;
+    let b = open_pg(&db, Some("instance-b"), Duration::from_secs(120)).await;
+    let first = a
+        .enqueue(message(&["x@example.org"]))
+        .await
+        .expect("enqueue");
+    let second = a
+        .enqueue(message(&["y@example.org"]))
+        .await
+        .expect("enqueue");
+    assert_eq!(ids(&a.due(now_ms() + 1, 10).await.expect("a due")).len(), 2);
+    assert!(
+        a.confirm_lease(&first).await.expect("confirm"),
+        "a holds it"
+    );
+    assert!(
+        !b.confirm_lease(&first).await.expect("confirm"),
+        "b does not"
+    );
+
+    // A stalls past its lease (no renewal from a stalled owner): B takes
+    // the message, and A learns it before sending instead of after.
+    let a_stalled = open_pg(&db, Some("instance-a"), lease).await;
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if !b.due(now_ms() + 1, 10).await.expect("b due").is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b never took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!a_stalled.confirm_lease(&first).await.expect("confirm"));
+    assert!(b.confirm_lease(&first).await.expect("confirm"));
+
+    // B shuts down cleanly: its leases are free at once, not after 120 s.
+    b.close().await.expect("close");
+    let c = open_pg(&db, Some("instance-c"), Duration::from_secs(120)).await;
+    let mut got = ids(&c.due(now_ms() + 1, 10).await.expect("c due"));
+    got.sort();
+    let mut want = vec![first, second];
+    want.sort();
+    assert_eq!(got, want, "everything b held is free after close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_instances_share_the_pseudonym_key_and_counters() {
     let db = tokio::task::spawn_blocking(common::postgres::database)
         .await

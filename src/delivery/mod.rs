@@ -467,6 +467,19 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
             .pacer
             .wait(config.delivery.max_messages_per_second)
             .await;
+        // With a shared store another instance may have taken the message
+        // over while this one waited (its lease ran out): then it is theirs.
+        match store.confirm_lease(&msg.id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(queue_id = %msg.id, "lease lost before sending: left to the instance that holds it");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %msg.id, error = %e, "cannot confirm the lease");
+                return false;
+            }
+        }
         results = match config.upstream.mode {
             UpstreamMode::Outbox => {
                 to_outbox(&config, &msg.id, Arc::clone(&content), &admission.now).await

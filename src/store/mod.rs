@@ -325,6 +325,21 @@ pub trait Store: Send + Sync + 'static {
         until_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Right before a message is handed to the upstream: whether this
+    /// instance still holds it (a shared store's lease, renewed here), so a
+    /// message another instance took over is not sent twice. A store
+    /// without leases always says yes.
+    fn confirm_lease(&self, _id: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    /// At shutdown, after delivery stopped: gives back whatever this
+    /// instance still holds, so other instances need not wait for leases to
+    /// run out.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// A tiny durable write through the same path as [`Store::enqueue`]:
     /// `Ok` means a message handed over now could be stored (`/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

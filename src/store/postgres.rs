@@ -84,7 +84,7 @@ mod log;
 mod queue;
 mod suppression;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -114,6 +114,10 @@ const PSEUDONYM_KEY_LEN: usize = 32;
 
 /// Taken around migrations so instances starting together apply them once
 /// (any constant unique to this application; "schleuse" in ASCII).
+/// Per connection: commits reach disk before `250`; no statement or idle
+/// transaction holds rows (and leases) for more than a minute.
+const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c statement_timeout=60000 \
+     -c idle_in_transaction_session_timeout=60000";
 const MIGRATION_LOCK: i64 = 0x7363_686c_6575_7365;
 
 mod embedded {
@@ -235,7 +239,7 @@ pub struct PostgresStore {
     clear_recipients: AtomicBool,
     /// The messages this instance leased and has not given back: what the
     /// renewal task renews.
-    leases: Arc<Mutex<HashSet<QueueId>>>,
+    leases: Arc<Mutex<Leases>>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -253,8 +257,8 @@ impl PostgresStore {
     pub async fn open(options: &PgOptions) -> Result<PostgresStore, StoreError> {
         let mut pg = parse_url(&options.url).map_err(PgError::Url)?;
         let session = match pg.get_options() {
-            Some(o) => format!("{o} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_owned(),
+            Some(o) => format!("{o} {SESSION_SETTINGS}"),
+            None => SESSION_SETTINGS.to_owned(),
         };
         pg.options(session);
         if pg.get_application_name().is_none() {
@@ -263,6 +267,13 @@ impl PostgresStore {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(10));
         }
+        // A database host that vanishes without a reset (failover, a cut
+        // link) must fail calls within a minute, not after the kernel's
+        // retransmission timeout of 15+ minutes: sessions answer 451 and
+        // leases are not renewed past their time by a hung renewal.
+        pg.keepalives(true);
+        pg.keepalives_idle(Duration::from_secs(20));
+        pg.tcp_user_timeout(Duration::from_secs(30));
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -290,7 +301,7 @@ impl PostgresStore {
         check_durability(&pool).await?;
         let instance = options.instance.clone().unwrap_or_else(instance_id);
         let lease_secs = options.lease_time.as_secs_f64().max(0.001);
-        let leases = Arc::new(Mutex::new(HashSet::new()));
+        let leases = Arc::new(Mutex::new(Leases::default()));
         let renewal = tokio::spawn(renew_leases(
             pool.clone(),
             instance.clone(),
@@ -317,13 +328,29 @@ impl PostgresStore {
         (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone())
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Forgets a lease this instance no longer needs renewed.
     fn forget_lease(&self, id: &str) {
-        self.leases().remove(id);
+        self.leases().held.remove(id);
+    }
+}
+
+/// The leases to renew, each with the generation it was (re)taken in: the
+/// renewal task drops only what it saw itself, so a lease given back and
+/// taken again while a renewal round runs is not lost with the old one.
+#[derive(Default)]
+struct Leases {
+    held: HashMap<QueueId, u64>,
+    next: u64,
+}
+
+impl Leases {
+    fn take(&mut self, id: QueueId) {
+        self.next += 1;
+        self.held.insert(id, self.next);
     }
 }
 
@@ -420,35 +447,33 @@ fn instance_id() -> String {
 }
 
 /// Renews this instance's leases every `lease_time / 3` until aborted.
-async fn renew_leases(
-    pool: Pool,
-    instance: String,
-    lease_secs: f64,
-    leases: Arc<Mutex<HashSet<QueueId>>>,
-) {
+async fn renew_leases(pool: Pool, instance: String, lease_secs: f64, leases: Arc<Mutex<Leases>>) {
     let period = Duration::from_secs_f64(lease_secs / 3.0);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let ids: Vec<QueueId> = leases
+        let seen: HashMap<QueueId, u64> = leases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect();
-        if ids.is_empty() {
+            .held
+            .clone();
+        if seen.is_empty() {
             continue;
         }
+        let ids: Vec<QueueId> = seen.keys().cloned().collect();
         match queue::renew(&pool, &instance, lease_secs, &ids).await {
             Ok(renewed) => {
                 // What was not renewed is final, deleted or someone else's
-                // now: stop trying.
+                // now: stop trying, unless it was taken again meanwhile.
                 let renewed: HashSet<QueueId> = renewed.into_iter().collect();
                 leases
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .retain(|id| renewed.contains(id) || !ids.contains(id));
+                    .held
+                    .retain(|id, generation| {
+                        renewed.contains(id) || seen.get(id) != Some(generation)
+                    });
             }
             Err(e) => {
                 tracing::warn!(error = %e, leases = ids.len(), "store: cannot renew leases");
@@ -459,7 +484,52 @@ async fn renew_leases(
 
 impl Store for PostgresStore {
     fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::insert(&tx, &msg).await?) })
+        Box::pin(async move {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let id = queue::insert(&tx, &msg).await?;
+            match tx.commit().await {
+                Ok(()) => Ok(id),
+                // The connection broke during COMMIT: the server may have
+                // committed. Answering 451 then would make the client send
+                // it again, and the caller would delete the documents of a
+                // message that is queued; ask on another connection.
+                Err(e) => match queue::exists(&self.pool, &id).await {
+                    Ok(true) => {
+                        tracing::warn!(queue_id = %id, error = %e, "store: COMMIT reported an error but the message is stored");
+                        Ok(id)
+                    }
+                    Ok(false) => Err(e.into()),
+                    Err(check) => {
+                        tracing::error!(queue_id = %id, error = %e, check = %check, "store: outcome of COMMIT unknown");
+                        Err(e.into())
+                    }
+                },
+            }
+        })
+    }
+
+    fn confirm_lease(&self, id: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let mine = queue::confirm(&self.pool, &self.instance, self.lease_secs, &id).await?;
+            if !mine {
+                self.forget_lease(&id);
+            }
+            Ok(mine)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.renewal.abort();
+            let n = queue::release_all(&self.pool, &self.instance).await?;
+            self.leases().held.clear();
+            if n > 0 {
+                tracing::info!(leases = n, "store: leases given back for other instances");
+            }
+            Ok(())
+        })
     }
 
     fn due(
@@ -471,7 +541,11 @@ impl Store for PostgresStore {
             let due: Vec<MessageInfo> = in_tx!(self.pool, |tx| {
                 queue::lease_due(&tx, now_ms, limit, &self.instance, self.lease_secs).await?
             })?;
-            self.leases().extend(due.iter().map(|m| m.id.clone()));
+            let mut leases = self.leases();
+            for m in &due {
+                leases.take(m.id.clone());
+            }
+            drop(leases);
             Ok(due)
         })
     }

@@ -229,6 +229,48 @@ pub(super) async fn renew(
         .collect()
 }
 
+/// Extends `id`'s lease if this instance still holds it.
+pub(super) async fn confirm(
+    pool: &Pool,
+    instance: &str,
+    lease_secs: f64,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let st = client
+        .prepare_cached(
+            "UPDATE messages SET lease_until = now() + make_interval(secs => $2)
+             WHERE id = $3 AND lease_owner = $1 AND lease_until > now() AND state = 'queued'
+             RETURNING 1",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&st, &[&instance, &lease_secs, &id])
+        .await?
+        .is_some())
+}
+
+/// Gives back every lease of `instance` (graceful shutdown).
+pub(super) async fn release_all(pool: &Pool, instance: &str) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    Ok(client
+        .execute(
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+            &[&instance],
+        )
+        .await?)
+}
+
+/// Whether a message with this id exists (after a commit whose outcome
+/// the client did not learn).
+pub(super) async fn exists(pool: &Pool, id: &str) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt("SELECT 1 FROM messages WHERE id = $1", &[&id])
+        .await?
+        .is_some())
+}
+
 pub(super) async fn list_open(tx: &Tx<'_>) -> Result<Vec<MessageInfo>, StoreError> {
     query_infos(tx, "WHERE state IN ('queued', 'held') ORDER BY seq", &[]).await
 }
