@@ -843,6 +843,26 @@ async fn gdpr_export_and_erase(b: &Backend) {
         .enqueue(message(&["other@example.org", "Subject@Example.org"]))
         .await
         .expect("enqueue");
+    // A deferral whose reply quotes the subject's address as given.
+    let quoted = "451 4.2.0 <Subject@Example.org>: mailbox busy";
+    s.record_attempt(
+        &shared,
+        AttemptUpdate {
+            expected_attempts: 0,
+            recipients: vec![
+                outcome(
+                    "other@example.org",
+                    RecipientState::Pending,
+                    "451 4.2.0 later",
+                ),
+                outcome("Subject@Example.org", RecipientState::Pending, quoted),
+            ],
+            next_attempt: Some(now_ms() + 60_000),
+            error: Some(quoted.into()),
+        },
+    )
+    .await
+    .expect("defer");
     let mut alone = message(&["subject@example.org"]);
     alone.links = vec![link("doc", "h-doc", now_ms() + 86_400_000, None)];
     let alone = s.enqueue(alone).await.expect("enqueue");
@@ -874,6 +894,19 @@ async fn gdpr_export_and_erase(b: &Backend) {
     let kept = s.get(&shared).await.expect("get").expect("kept");
     assert_eq!(kept.recipients.len(), 1);
     assert_eq!(kept.recipients[0].address, "other@example.org");
+    // Nothing kept quotes the erased address any more.
+    let last_error = kept.last_error.clone().unwrap_or_default();
+    assert!(!last_error.contains("Subject@Example.org"), "{last_error}");
+    assert!(last_error.contains("[erased]"), "{last_error}");
+    let others = s
+        .subject_records("other@example.org")
+        .await
+        .expect("export");
+    let replies = format!("{:?}", others.messages);
+    assert!(
+        !replies.to_ascii_lowercase().contains("subject@example.org"),
+        "{replies}"
+    );
     assert!(
         s.subject_records("subject@example.org")
             .await

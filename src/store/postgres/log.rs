@@ -252,6 +252,14 @@ pub(super) async fn erase(
         };
         let id: String = m.try_get(0)?;
         let state: String = m.try_get(1)?;
+        // As the message has it (case and all), for the scrub below.
+        let stored: String = tx
+            .query_one(
+                "SELECT address FROM recipients WHERE message_seq = $1 AND idx = $2",
+                &[&seq, &idx],
+            )
+            .await?
+            .try_get(0)?;
         tx.execute(
             "DELETE FROM recipients WHERE message_seq = $1 AND idx = $2",
             &[&seq, &idx],
@@ -279,6 +287,24 @@ pub(super) async fn erase(
             .await?
             .try_get(0)?;
         let queued = state == "queued" || state == "held";
+        if left > 0 {
+            // Kept for the others: the address (or its pseudonym) may still
+            // be quoted in upstream replies.
+            for who in [stored.as_str(), address, pseudonym] {
+                tx.execute(
+                    "UPDATE messages SET last_error = replace(last_error, $2, '[erased]')
+                     WHERE seq = $1",
+                    &[&seq, &who],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE attempts SET reply = replace(reply, $2, '[erased]')
+                     WHERE message_seq = $1",
+                    &[&seq, &who],
+                )
+                .await?;
+            }
+        }
         if left == 0 {
             tx.execute("DELETE FROM messages WHERE seq = $1", &[&seq])
                 .await?;

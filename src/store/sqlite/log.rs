@@ -254,6 +254,12 @@ pub(super) fn erase(
         else {
             continue;
         };
+        // As the message has it (case and all), for the scrub below.
+        let stored: String = conn.query_row(
+            "SELECT address FROM recipients WHERE message_seq = ?1 AND idx = ?2",
+            params![seq, idx],
+            |r| r.get(0),
+        )?;
         conn.execute(
             "DELETE FROM recipients WHERE message_seq = ?1 AND idx = ?2",
             params![seq, idx],
@@ -275,6 +281,22 @@ pub(super) fn erase(
             |r| r.get(0),
         )?;
         let queued = state == "queued" || state == "held";
+        if left > 0 {
+            // Kept for the others: the address (or its pseudonym) may still
+            // be quoted in upstream replies.
+            for who in [stored.as_str(), address, pseudonym] {
+                conn.execute(
+                    "UPDATE messages SET last_error = replace(last_error, ?2, '[erased]')
+                     WHERE seq = ?1",
+                    params![seq, who],
+                )?;
+                conn.execute(
+                    "UPDATE attempts SET reply = replace(reply, ?2, '[erased]')
+                     WHERE message_seq = ?1",
+                    params![seq, who],
+                )?;
+            }
+        }
         if left == 0 {
             conn.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
             if queued {
