@@ -61,21 +61,6 @@ fn message_with_pdf(extra_headers: &str, pdf: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
-fn tokens(text: &str, port: u16) -> Vec<String> {
-    let prefix = format!("http://127.0.0.1:{port}/d/");
-    let mut out: Vec<String> = text
-        .match_indices(&prefix)
-        .map(|(i, _)| {
-            text[i + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect()
-        })
-        .collect();
-    out.dedup();
-    out
-}
-
 fn world(f: impl FnOnce(&mut GatewayConf)) -> World {
     World::relay_with(UpstreamOpts::default(), f)
 }
@@ -135,8 +120,8 @@ fn a_pdf_becomes_a_link_and_the_text_parts_stay_as_sent() {
     assert!(text.contains(qp_body), "QP text part changed:\n{text}");
     let (plain, html) = plain_and_html(&relayed.eml);
     let port = link_port(&w);
-    let in_plain = tokens(&plain, port);
-    let in_html = tokens(&html, port);
+    let in_plain = link_tokens(&plain, port);
+    let in_html = link_tokens(&html, port);
     assert_eq!(in_plain.len(), 1, "one link in the text part:\n{plain}");
     assert_eq!(in_html, in_plain, "the same link in the HTML part:\n{html}");
     assert!(plain.contains("Bescheid Müller.pdf"), "{plain}");
@@ -218,7 +203,7 @@ fn a_password_protects_the_document_and_wrong_guesses_are_limited() {
     let port = link_port(&w);
     let (plain, _) = plain_and_html(&relayed.eml);
     assert!(plain.contains("passwortgeschützt"), "{plain}");
-    let token = tokens(&plain, port).remove(0);
+    let token = link_tokens(&plain, port).remove(0);
 
     let page = http_get(port, &format!("/d/{token}"), None).expect("page");
     assert_eq!(page.status, 200);
@@ -267,7 +252,7 @@ fn expired_unknown_and_revoked_links() {
             .iter()
             .find(|d| d.text().contains(&format!("<links-{len}@example.com>")))
             .expect("relayed");
-        tokens(&plain_and_html(&d.eml).0, port).remove(0)
+        link_tokens(&plain_and_html(&d.eml).0, port).remove(0)
     };
     let (short_token, long_token) = (token_of(5000), token_of(6000));
 
@@ -365,7 +350,7 @@ fn a_required_password_is_generated_and_sent_to_the_staff_member_only() {
         "password sent to the recipient"
     );
     let port = link_port(&w);
-    let token = tokens(&plain_and_html(&to_parents.eml).0, port).remove(0);
+    let token = link_tokens(&plain_and_html(&to_parents.eml).0, port).remove(0);
     assert_eq!(download(port, &token, None).status, 400);
     let ok = download(port, &token, Some(&password));
     assert_eq!(ok.status, 200);
@@ -431,7 +416,7 @@ fn a_message_that_is_only_an_attachment_gets_a_text_part() {
     let relayed = send_one(&w, message.as_bytes());
     let (plain, _) = plain_and_html(&relayed.eml);
     let port = link_port(&w);
-    let token = tokens(&plain, port);
+    let token = link_tokens(&plain, port);
     assert_eq!(token.len(), 1, "{plain}");
     assert!(plain.contains("Fahrplan.png"));
     assert_eq!(relayed.header("Subject").as_deref(), Some("Foto"));
@@ -445,7 +430,7 @@ fn a_document_acknowledged_before_kill_9_is_still_served_after_restart() {
     let pdf = document(50_000);
     let relayed = send_one(&w, &message_with_pdf("", &pdf));
     let port = link_port(&w);
-    let token = tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
+    let token = link_tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
     w.gw.kill();
     w.gw = w.env.start_gateway();
     let got = wait_until(Duration::from_secs(15), || {
@@ -464,7 +449,7 @@ fn the_staff_member_hears_of_the_first_download_only() {
     let pdf = document(3000);
     let relayed = send_one(&w, &message_with_pdf("", &pdf));
     let port = link_port(&w);
-    let token = tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
+    let token = link_tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
     // Looking at the page is not a download.
     assert_eq!(
         http_get(port, &format!("/d/{token}"), None)

@@ -198,14 +198,10 @@ fn link_token(relayed: &Delivered, link_port: u16) -> String {
         .parse(&relayed.eml)
         .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
         .unwrap_or_default();
-    let prefix = format!("http://127.0.0.1:{link_port}/d/");
-    let at = text
-        .find(&prefix)
-        .unwrap_or_else(|| panic!("no link in the relayed text:\n{text}"));
-    text[at + prefix.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+    link_tokens(&text, link_port)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no link in the relayed text:\n{text}"))
 }
 
 fn download(port: u16, token: &str) -> HttpResponse {
