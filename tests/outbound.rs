@@ -31,6 +31,16 @@ fn show(w: &World, id: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("queue show {id}: {e}\n{text}"))
 }
 
+/// `queue show` once the message is final: the upstream has a message a
+/// moment before the gateway records the attempt.
+fn show_final(w: &World, id: &str) -> Value {
+    wait_until(WAIT, || {
+        let v = show(w, id);
+        (message(&v, id)["state"] != "queued").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{id} never became final\n{}", w.gw.log()))
+}
+
 /// The message object in `queue show --json` output (it may be wrapped).
 fn message<'a>(v: &'a Value, id: &str) -> &'a Value {
     fn find<'a>(v: &'a Value, id: &str) -> Option<&'a Value> {
@@ -102,7 +112,7 @@ fn a_recipient_suppressed_while_queued_is_not_sent_to() {
         dsn.text()
     );
 
-    let shown = show(&w, &id);
+    let shown = show_final(&w, &id);
     let msg = message(&shown, &id);
     let entry = recipient(msg, gone);
     assert_eq!(entry["state"], "failed", "{msg:#}");
@@ -191,7 +201,7 @@ fn a_domain_cap_paces_its_recipients_and_leaves_others_alone() {
     // Held back whole: not an attempt. The mixed one: one attempt for g,
     // then one for f.
     for id in &ids {
-        let shown = show(&w, id);
+        let shown = show_final(&w, id);
         let msg = message(&shown, id);
         assert_eq!(msg["state"], "delivered", "{msg:#}");
         assert_eq!(
@@ -199,7 +209,7 @@ fn a_domain_cap_paces_its_recipients_and_leaves_others_alone() {
             "a postponement is not an attempt: {msg:#}"
         );
     }
-    let shown = show(&w, &mixed_id);
+    let shown = show_final(&w, &mixed_id);
     let msg = message(&shown, &mixed_id);
     assert_eq!(msg["attempts"], 2, "{msg:#}");
     assert_eq!(recipient(msg, "f@gmx.test")["state"], "delivered");
@@ -267,7 +277,12 @@ fn egress_addresses_rotate_and_a_listed_one_leaves() {
         "127.0.0.2 leaves the rotation\n{}",
         w.gw.log()
     );
-    assert!(w.gw.log().contains("taken out of the rotation"));
+    let logged = wait_until(Duration::from_secs(5), || {
+        w.gw.log()
+            .contains("taken out of the rotation")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", w.gw.log());
     send(100, 8);
     let got = w.up().wait_for(20, WAIT);
     assert_eq!(
