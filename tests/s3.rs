@@ -347,7 +347,8 @@ fn expiry_and_revocation_delete_the_object() {
 
     let mut c = w.client();
     let short = message_with_pdf(
-        "X-Schleuse-Link-Expiry: 2s\r\n",
+        // Long enough to see both objects first, even on a busy machine.
+        "X-Schleuse-Link-Expiry: 6s\r\n",
         &document(5000, 1),
         "short",
     );
