@@ -122,6 +122,38 @@ json_field() { # json_field JSON KEY
 # ---------------------------------------------------------------------------
 # build_schleuse [CARGO ARGS...]: cargo build --release (unless SKIP_BUILD=1
 # or SCHLEUSE_BIN is given); sets SCHLEUSE_BIN
+# The [upstream], [delivery], [limits] and [admin] tables every benchmark
+# config shares: relay to the sink on loopback port $1, delivery and limits
+# out of the way. The quotas are still checked and counted, as in
+# production, only set out of reach. Metrics are recorded as in
+# production, the endpoint on a free port of its own.
+relay_tables() { # relay_tables SINK_PORT
+    cat <<EOF
+[upstream]
+mode = "relay"
+host = "127.0.0.1"
+port = $1
+tls = "none"
+
+[delivery]
+max_connections = 8
+max_messages_per_second = 100000
+
+[limits]
+max_message_size = "25MB"
+max_recipients_per_message = 50
+max_connections = 500
+max_connections_per_ip = 500
+ip_messages_per_minute = 100000000
+account_messages_per_hour = 100000000
+account_messages_per_day = 100000000
+account_recipients_per_day = 100000000
+
+[admin]
+bind = "127.0.0.1:$(free_port)"
+EOF
+}
+
 build_schleuse() {
     if [ -z "${SCHLEUSE_BIN:-}" ]; then
         if [ "${SKIP_BUILD:-0}" != 1 ]; then

@@ -114,30 +114,7 @@ key = "$SCHLEUSE_DIR/certs/server.key"
 [accounts]
 file = "$SCHLEUSE_DIR/accounts.toml"
 
-[upstream]
-mode = "relay"
-host = "127.0.0.1"
-port = $2
-tls = "none"
-
-[delivery]
-max_connections = 8
-max_messages_per_second = 100000
-
-[limits]
-max_message_size = "25MB"
-max_recipients_per_message = 50
-max_connections = 500
-max_connections_per_ip = 500
-# the quotas are checked and counted as in production, but set out of reach
-ip_messages_per_minute = 100000000
-account_messages_per_hour = 100000000
-account_messages_per_day = 100000000
-account_recipients_per_day = 100000000
-
-# Metrics are recorded as in production; the endpoint on its own free port.
-[admin]
-bind = "127.0.0.1:$(free_port)"
+$(relay_tables $2)
 
 # The transform is on as in production: From rewrite, Reply-To, header privacy.
 [sender]
