@@ -317,6 +317,25 @@ fn readyz_fails_while_the_store_cannot_commit() {
 }
 
 #[test]
+fn readyz_fails_while_the_documents_directory_is_gone() {
+    let admin = free_port();
+    let mut conf = GatewayConf::outbox();
+    conf.extra_toml = admin_toml(admin, "");
+    let w = World::without_upstream(conf);
+    wait_for_endpoint(admin, None);
+    wait_ready(admin, 200, "fresh store");
+
+    // An unmounted volume looks like this: attachments could not be stored.
+    let dir = w.env.data_dir.join("documents");
+    let aside = w.env.data_dir.join("documents.aside");
+    fs::rename(&dir, &aside).expect("move the documents directory away");
+    let body = wait_ready(admin, 503, "documents directory gone");
+    assert!(body.starts_with("documents: "), "{body}");
+    fs::rename(&aside, &dir).expect("put it back");
+    wait_ready(admin, 200, "documents directory back");
+}
+
+#[test]
 fn readyz_follows_the_upstream_and_latency_is_measured() {
     let admin = free_port();
     let mut w = World::relay_with(UpstreamOpts::default(), |c| {

@@ -443,10 +443,32 @@ fn a_store_that_is_down_gets_451_never_250() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let mut moto = Moto::start(scratch.path());
     moto.create_bucket(BUCKET);
-    let w = s3_world(&moto, "documents/", "");
+    let admin = free_port();
+    let toml = format!(
+        "{}\n[admin]\nbind = \"127.0.0.1:{admin}\"\n",
+        moto.documents_toml(BUCKET, "documents/")
+    );
+    let w = World::relay_with(UpstreamOpts::default(), |c| c.extra_toml = toml);
+    let ready = |status: u16| {
+        wait_until(Duration::from_secs(30), || {
+            http_get(admin, "/readyz", None)
+                .ok()
+                .filter(|r| r.status == status)
+                .map(|r| r.body)
+        })
+    };
+    assert!(
+        ready(200).is_some(),
+        "not ready with the bucket up\n{}",
+        w.gw.log()
+    );
     // `put` is Ok only once the store has acknowledged the object: with the
-    // store gone, the message is refused for now, not accepted without it.
+    // store gone, the message is refused for now, not accepted without it,
+    // and the balancer is told so.
     moto.kill();
+    let body =
+        ready(503).unwrap_or_else(|| panic!("still ready without the bucket\n{}", w.gw.log()));
+    assert!(body.contains("documents: "), "{body}");
     let mut c = w.client();
     let r = c.send(
         "app@example.com",

@@ -91,6 +91,7 @@ macro_rules! suite {
 
 suite!(
     enqueue_due_attempts_and_final_state,
+    due_serves_the_longest_waiting_first,
     clear_recipients_stay_in_clear,
     stale_attempt_is_refused,
     hold_release_retry_delete_flush,
@@ -230,6 +231,50 @@ async fn enqueue_due_attempts_and_final_state(b: &Backend) {
             .to_lowercase()
             .contains("kind@example.org>"),
         "replies scrubbed"
+    );
+}
+
+/// A retry comes in turn by when it fell due, not by when the message was
+/// accepted: otherwise, with more due than one round takes, old messages that
+/// keep failing would hold back every newer one.
+async fn due_serves_the_longest_waiting_first(b: &Backend) {
+    let s = &b.store;
+    let old = s
+        .enqueue(message(&["a@example.org"]))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        ids(&s.due(now_ms() + 1, 10).await.expect("due")),
+        std::slice::from_ref(&old)
+    );
+    let retry_at = now_ms() + 1_000;
+    s.record_attempt(
+        &old,
+        AttemptUpdate {
+            expected_attempts: 0,
+            recipients: vec![outcome(
+                "a@example.org",
+                RecipientState::Pending,
+                "451 later",
+            )],
+            next_attempt: Some(retry_at),
+            error: Some("451 4.3.0 try later".into()),
+        },
+    )
+    .await
+    .expect("deferral");
+    let newer = s
+        .enqueue(message(&["b@example.org"]))
+        .await
+        .expect("enqueue");
+    let newest = s
+        .enqueue(message(&["c@example.org"]))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        ids(&s.due(retry_at + 1, 2).await.expect("due")),
+        [newer, newest],
+        "the two that waited longest"
     );
 }
 

@@ -4,8 +4,9 @@
 //!   queue gauges are read from the store on every scrape.
 //! - `GET /healthz`: `200 ok` while the process runs.
 //! - `GET /readyz`: `200 ready` when a message handed over now would be
-//!   stored and sent on: the store commits a tiny write, every configured
-//!   listener is bound, and in relay mode the upstream answered within
+//!   stored and sent on: the store commits a tiny write, the document store
+//!   answers (its directory exists; a bucket answers a listing), every
+//!   configured listener is bound, and in relay mode the upstream answered within
 //!   `admin.upstream_check_interval` (a delivery, or a probe connection made
 //!   here when deliveries are rare). Otherwise `503` with one line per
 //!   failed check.
@@ -169,6 +170,16 @@ async fn readiness(state: &AdminState) -> Vec<String> {
         Ok(Err(e)) => failures.push(format!("store: not writable: {e}")),
         Err(_) => failures.push(format!(
             "store: no commit within {}s",
+            PING_TIMEOUT.as_secs()
+        )),
+    }
+    // Only a document store that answers can take a message's attachments
+    // (they are stored before the message is acknowledged).
+    match tokio::time::timeout(PING_TIMEOUT, shared.vault.probe()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failures.push(format!("documents: {e}")),
+        Err(_) => failures.push(format!(
+            "documents: no answer within {}s",
             PING_TIMEOUT.as_secs()
         )),
     }

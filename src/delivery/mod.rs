@@ -299,8 +299,13 @@ async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>) {
             continue;
         }
         let in_flight = engine.in_flight();
+        // Enough to keep every worker busy and the hand-over channel full,
+        // and no more: on a shared store each message returned is leased
+        // to this instance, and leases held ahead of the workers would keep
+        // other instances idle (and wait for expiry if this one dies).
+        let ahead = 2 * shared.config().delivery.max_connections.max(1);
         let limit = match engine.flow() {
-            Flow::Closed => in_flight + 64,
+            Flow::Closed => in_flight + ahead,
             Flow::Open(until) => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until.into()) => {}

@@ -105,6 +105,11 @@ impl Vault {
         }
     }
 
+    /// Whether the document store can be reached now (for `/readyz`).
+    pub async fn probe(&self) -> Result<(), DocumentError> {
+        self.files.probe().await
+    }
+
     /// Encrypts a document and writes it durably. CPU work (argon2 for a
     /// password, AES-GCM) runs on the blocking pool.
     pub async fn seal(&self, doc: Plain, opts: &SealOptions) -> Result<Sealed, VaultError> {

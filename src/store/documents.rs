@@ -77,11 +77,11 @@ pub trait DocumentFiles: Send + Sync + 'static {
     /// Every stored document id with its last modification time (an id
     /// may appear twice when an interrupted write left a temporary file).
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SystemTime)>, DocumentError>>;
-    /// Checks at start-up that the store can be reached as configured, so a
-    /// wrong bucket or key shows now, not at the first attachment.
-    fn probe(&self) -> BoxFuture<'_, Result<(), DocumentError>> {
-        Box::pin(async { Ok(()) })
-    }
+    /// Checks that the store can be reached as configured: at start-up, so
+    /// a wrong bucket or key shows now, not at the first attachment, and on
+    /// every `/readyz`, so a balancer stops sending to an instance that
+    /// could not store an attachment.
+    fn probe(&self) -> BoxFuture<'_, Result<(), DocumentError>>;
 }
 
 /// One file per document in a directory.
@@ -207,6 +207,20 @@ impl DocumentFiles for LocalFiles {
                 out.push((name, modified));
             }
             Ok(out)
+        }))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), DocumentError>> {
+        let dir = self.dir.clone();
+        // A directory that vanished (unmounted volume, removed by hand)
+        // fails every attachment; a full disk shows at the store's commit.
+        Box::pin(blocking(move || match std::fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(DocumentError::Io {
+                path: dir,
+                cause: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            }),
+            Err(cause) => Err(DocumentError::Io { path: dir, cause }),
         }))
     }
 }

@@ -280,7 +280,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a message durably and returns its id.
     fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>>;
 
-    /// Queued messages whose next attempt is due, oldest arrival first.
+    /// Queued messages whose next attempt is due, the longest due first
+    /// (then by arrival), so retries cannot starve newer messages.
     fn due(&self, now_ms: i64, limit: usize)
     -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>>;
 

@@ -73,7 +73,11 @@
 //! `limit_counters` rows are shared, so quotas hold across instances. An
 //! accepted message adds to them with `INSERT … ON CONFLICT DO UPDATE SET
 //! count = count + excluded.count` inside its enqueue transaction (keys in
-//! sorted order, so concurrent enqueues cannot deadlock). The check at
+//! sorted order, so concurrent enqueues cannot deadlock). Each counter is
+//! spread over 16 rows (`shard`) and a transaction adds to one of them at
+//! random: one row per counter would hold every other enqueue of the same
+//! account until this one's commit is flushed. A read sums the shards. The
+//! check at
 //! MAIL/RCPT reads the counters before the message commits, as in the
 //! embedded store: sessions submitting at the same moment, on any number of
 //! instances, may together pass a limit by at most their number.

@@ -549,7 +549,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             query_infos(
                 conn,
-                "WHERE state = 'queued' AND next_attempt <= ?1 ORDER BY seq LIMIT ?2",
+                "WHERE state = 'queued' AND next_attempt <= ?1 ORDER BY next_attempt, seq LIMIT ?2",
                 params![now_ms, limit as i64],
             )
         })

@@ -8,8 +8,15 @@ use super::Tx;
 use crate::store::StoreError;
 use crate::store::limits::{Ban, Counter};
 
+/// How many rows one counter is spread over (see
+/// `migrations/postgres/V2__sharded_limit_counters.sql`). More shards mean
+/// fewer enqueues of one account waiting for each other's commit; a read
+/// sums them, so it costs a few more index entries.
+const SHARDS: i16 = 16;
+
 /// Adds to the counters (inside the enqueue transaction), merged per key
-/// and in key order so concurrent enqueues cannot deadlock on them.
+/// and in key order so concurrent enqueues cannot deadlock on them. All of
+/// a transaction's counters go to one shard, picked at random.
 pub(super) async fn add<'a>(
     tx: &Tx<'_>,
     counters: impl Iterator<Item = &'a Counter>,
@@ -18,14 +25,15 @@ pub(super) async fn add<'a>(
     if merged.is_empty() {
         return Ok(());
     }
+    let shard: i16 = rand::random_range(0..SHARDS);
     let st = tx
         .prepare_cached(
-            "INSERT INTO limit_counters (key, until, count) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE SET count = limit_counters.count + excluded.count",
+            "INSERT INTO limit_counters (key, shard, until, count) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key, shard) DO UPDATE SET count = limit_counters.count + excluded.count",
         )
         .await?;
     for (key, (until, add)) in merged {
-        tx.execute(&st, &[&key, &until, &add]).await?;
+        tx.execute(&st, &[&key, &shard, &until, &add]).await?;
     }
     Ok(())
 }
@@ -35,15 +43,15 @@ pub(super) async fn add<'a>(
 pub(super) async fn get(tx: &Tx<'_>, keys: &[String], now: i64) -> Result<Vec<u64>, StoreError> {
     let st = tx
         .prepare_cached(
-            "SELECT k.key, c.count FROM unnest($1::text[]) AS k(key)
-             LEFT JOIN limit_counters c ON c.key = k.key AND c.until > $2",
+            "SELECT c.key, sum(c.count)::bigint FROM limit_counters c
+             WHERE c.key = ANY($1::text[]) AND c.until > $2 GROUP BY c.key",
         )
         .await?;
     let mut counts = std::collections::HashMap::new();
     for row in tx.query(&st, &[&keys, &now]).await? {
         let key: String = row.try_get(0)?;
-        let n: Option<i64> = row.try_get(1)?;
-        counts.insert(key, u64::try_from(n.unwrap_or(0)).unwrap_or(0));
+        let n: i64 = row.try_get(1)?;
+        counts.insert(key, u64::try_from(n).unwrap_or(0));
     }
     Ok(keys
         .iter()
@@ -106,15 +114,21 @@ pub(super) async fn unban(tx: &Tx<'_>, ip: &str) -> Result<bool, StoreError> {
 /// Hourly message buckets (`acct-msg-h:`) are kept `keep_hourly` ms after
 /// their end (the anomaly baseline).
 pub(super) async fn purge(tx: &Tx<'_>, now: i64, keep_hourly: i64) -> Result<usize, StoreError> {
-    let counters = tx
-        .execute(
-            "DELETE FROM limit_counters WHERE until <= $1
-               AND NOT (key LIKE 'acct-msg-h:%' AND until > $2)",
+    // Counted per counter, not per shard row, like the embedded store.
+    let counters: i64 = tx
+        .query_one(
+            "WITH gone AS (
+                 DELETE FROM limit_counters WHERE until <= $1
+                   AND NOT (key LIKE 'acct-msg-h:%' AND until > $2)
+                 RETURNING key
+             ) SELECT count(DISTINCT key) FROM gone",
             &[&now, &now.saturating_sub(keep_hourly.max(0))],
         )
-        .await?;
+        .await?
+        .try_get(0)?;
     let bans = tx
         .execute("DELETE FROM bans WHERE until <= $1", &[&now])
         .await?;
+    let counters = u64::try_from(counters).unwrap_or(0);
     Ok(usize::try_from(counters + bans).unwrap_or(usize::MAX))
 }

@@ -182,7 +182,7 @@ pub(super) async fn lease_due(
                  SELECT seq FROM messages
                  WHERE state = 'queued' AND next_attempt <= $1
                    AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $3)
-                 ORDER BY seq
+                 ORDER BY next_attempt, seq
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ) due
@@ -202,7 +202,7 @@ pub(super) async fn lease_due(
         .map(row_to_info)
         .collect::<Result<Vec<_>, _>>()?;
     // RETURNING follows no ORDER BY.
-    rows.sort_by_key(|(seq, _)| *seq);
+    rows.sort_by_key(|(seq, info)| (info.next_attempt, *seq));
     with_recipients(tx, rows).await
 }
 
