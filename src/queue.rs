@@ -35,6 +35,12 @@ impl Queue {
         Ok(id)
     }
 
+    /// Wakes the scheduler for a message stored some other way (a bounce
+    /// notice recorded with its delivery attempt).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Resolves when a new message was submitted.
     pub async fn notified(&self) {
         self.wake.notified().await

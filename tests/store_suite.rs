@@ -94,6 +94,7 @@ suite!(
     due_serves_the_longest_waiting_first,
     clear_recipients_stay_in_clear,
     stale_attempt_is_refused,
+    a_bounce_notice_is_stored_with_its_attempt_only,
     hold_release_retry_delete_flush,
     concurrent_enqueues_all_commit,
     companions_links_and_counters_commit_with_the_message,
@@ -166,6 +167,7 @@ async fn enqueue_due_attempts_and_final_state(b: &Backend) {
                 ],
                 next_attempt: Some(now_ms() + 60_000),
                 error: Some("451 4.3.0 <kind@example.org> try later".into()),
+                bounce_notice: None,
             },
         )
         .await
@@ -190,6 +192,7 @@ async fn enqueue_due_attempts_and_final_state(b: &Backend) {
                 )],
                 next_attempt: None,
                 error: None,
+                bounce_notice: None,
             },
         )
         .await
@@ -259,6 +262,7 @@ async fn due_serves_the_longest_waiting_first(b: &Backend) {
             )],
             next_attempt: Some(retry_at),
             error: Some("451 4.3.0 try later".into()),
+            bounce_notice: None,
         },
     )
     .await
@@ -292,6 +296,7 @@ async fn clear_recipients_stay_in_clear(b: &Backend) {
             recipients: vec![outcome("a@example.org", RecipientState::Delivered, "250")],
             next_attempt: None,
             error: None,
+            bounce_notice: None,
         },
     )
     .await
@@ -313,6 +318,7 @@ async fn stale_attempt_is_refused(b: &Backend) {
         recipients: vec![outcome("a@example.org", RecipientState::Pending, "451")],
         next_attempt: Some(now_ms()),
         error: Some("451".into()),
+        bounce_notice: None,
     };
     s.record_attempt(&id, deferred.clone())
         .await
@@ -330,11 +336,67 @@ async fn stale_attempt_is_refused(b: &Backend) {
                 recipients: Vec::new(),
                 next_attempt: None,
                 error: None,
+                bounce_notice: None,
             }
         )
         .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// The DSN commits with the attempt that produced it: a refused (stale)
+/// attempt leaves no notice behind, so a message taken over by another
+/// instance is not bounced twice.
+async fn a_bounce_notice_is_stored_with_its_attempt_only(b: &Backend) {
+    let s = &b.store;
+    let id = s
+        .enqueue(message(&["gone@example.org", "later@example.org"]))
+        .await
+        .expect("enqueue");
+    s.due(now_ms() + 1, 10).await.expect("due");
+    let notice = |marker: &str| NewMessage {
+        id: new_queue_id(),
+        sender: String::new(),
+        recipients: vec!["app@example.com".into()],
+        content: format!("Subject: {marker}\r\n\r\nbounce\r\n").into_bytes(),
+        ..NewMessage::default()
+    };
+    let attempt = |dsn: NewMessage| AttemptUpdate {
+        expected_attempts: 0,
+        recipients: vec![
+            outcome(
+                "gone@example.org",
+                RecipientState::Failed,
+                "550 5.1.1 no such user",
+            ),
+            outcome("later@example.org", RecipientState::Pending, "451 later"),
+        ],
+        next_attempt: Some(now_ms() + 60_000),
+        error: Some("451 later".into()),
+        bounce_notice: Some(dsn),
+    };
+    let first = notice("first");
+    s.record_attempt(&id, attempt(first.clone()))
+        .await
+        .expect("recorded");
+    let stored = s.get(&first.id).await.expect("get").expect("notice stored");
+    assert_eq!(stored.state, MessageState::Queued);
+    assert_eq!(stored.sender, "");
+    assert_eq!(
+        s.content(&first.id).await.expect("content"),
+        Some(first.content.clone())
+    );
+
+    let second = notice("second");
+    assert!(matches!(
+        s.record_attempt(&id, attempt(second.clone())).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        s.get(&second.id).await.expect("get").is_none(),
+        "a refused attempt queues no notice"
+    );
+    assert_eq!(s.stats().await.expect("stats").queued, 2);
 }
 
 async fn hold_release_retry_delete_flush(b: &Backend) {
@@ -400,6 +462,7 @@ async fn hold_release_retry_delete_flush(b: &Backend) {
                 recipients: Vec::new(),
                 next_attempt: Some(now_ms() + 3_600_000),
                 error: Some("451".into()),
+                bounce_notice: None,
             },
         )
         .await
@@ -880,6 +943,7 @@ async fn gdpr_export_and_erase(b: &Backend) {
             )],
             next_attempt: None,
             error: None,
+            bounce_notice: None,
         },
     )
     .await
@@ -904,6 +968,7 @@ async fn gdpr_export_and_erase(b: &Backend) {
             ],
             next_attempt: Some(now_ms() + 60_000),
             error: Some(quoted.into()),
+            bounce_notice: None,
         },
     )
     .await
@@ -979,6 +1044,7 @@ async fn log_retention_purges_final_messages(b: &Backend) {
             recipients: vec![outcome("a@example.org", RecipientState::Delivered, "250")],
             next_attempt: None,
             error: None,
+            bounce_notice: None,
         },
     )
     .await
@@ -1113,6 +1179,7 @@ async fn postgres_leases_are_renewed_expire_and_are_taken_over() {
         )],
         next_attempt: None,
         error: None,
+        bounce_notice: None,
     };
     assert!(matches!(
         a_again.record_attempt(&id, attempt(0)).await,
@@ -1203,6 +1270,7 @@ async fn postgres_instances_share_the_pseudonym_key_and_counters() {
             recipients: vec![outcome("p@example.org", RecipientState::Delivered, "250")],
             next_attempt: None,
             error: None,
+            bounce_notice: None,
         },
     )
     .await

@@ -740,11 +740,11 @@ async fn record(
         }
     }
 
-    // The DSN is queued before the failure is recorded: a crash in between
-    // can at worst send it twice, never lose it.
-    if !failures.is_empty() && !msg.sender.is_empty() {
-        queue_dsn(engine, config, msg, content, &failures).await;
-    }
+    // The DSN is stored with the attempt (one transaction): never lost,
+    // never twice.
+    let bounce_notice = (!failures.is_empty() && !msg.sender.is_empty())
+        .then(|| bounce_notice(config, msg, content, &failures));
+    let dsn_id = bounce_notice.as_ref().map(|n| n.id.clone());
     // `5xx 5.1.x`: the address does not exist; stop mailing it (SPEC §6).
     // Those refused here for being on the list already are not new bounces.
     let bounced: Vec<(String, String)> = failures
@@ -774,6 +774,7 @@ async fn record(
         error: last_temp
             .clone()
             .or_else(|| failures.first().map(|f| f.1.clone())),
+        bounce_notice,
     };
     let reply = last_temp
         .as_deref()
@@ -781,6 +782,11 @@ async fn record(
         .unwrap_or("");
     match store.record_attempt(&msg.id, update).await {
         Ok(state) => {
+            if let Some(dsn) = dsn_id {
+                crate::metrics::dsn_sent();
+                engine.shared.queue.wake();
+                tracing::info!(queue_id = %msg.id, dsn = %dsn, failed = failures.len(), "bounce notice queued");
+            }
             let outcome = match state {
                 MessageState::Delivered => crate::metrics::Attempt::Delivered,
                 MessageState::Bounced => crate::metrics::Attempt::Bounced,
@@ -807,13 +813,13 @@ async fn record(
     }
 }
 
-async fn queue_dsn(
-    engine: &Engine,
+/// The delivery status notification for `failures`, to the sender.
+fn bounce_notice(
     config: &Config,
     msg: &MessageInfo,
     content: &[u8],
     failures: &[(String, String)],
-) {
+) -> NewMessage {
     let expired = now_ms() - msg.received_at > config.delivery.max_age.as_millis() as i64;
     let list: Vec<dsn::Failure<'_>> = failures
         .iter()
@@ -831,19 +837,12 @@ async fn queue_dsn(
         failures: &list,
         original: content,
     });
-    let dsn_msg = NewMessage {
+    NewMessage {
         id: new_queue_id(),
         account: msg.account.clone(),
         sender: String::new(),
         recipients: vec![msg.sender.clone()],
         content: report,
         ..NewMessage::default()
-    };
-    match engine.shared.queue.submit(dsn_msg).await {
-        Ok(id) => {
-            crate::metrics::dsn_sent();
-            tracing::info!(queue_id = %msg.id, dsn = %id, failed = failures.len(), "bounce notice queued")
-        }
-        Err(e) => tracing::error!(queue_id = %msg.id, error = %e, "cannot queue bounce notice"),
     }
 }

@@ -199,6 +199,11 @@ pub struct AttemptUpdate {
     /// pending any more (the message becomes final and its content is deleted).
     pub next_attempt: Option<i64>,
     pub error: Option<String>,
+    /// The bounce notice (DSN) for the recipients that failed: queued in the
+    /// same transaction, so it exists exactly when this attempt is recorded
+    /// (not when the attempt is refused because another instance took the
+    /// message over, nor twice after a crash).
+    pub bounce_notice: Option<NewMessage>,
 }
 
 /// How full the queue is, for the `queue_*` gauges.

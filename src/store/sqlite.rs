@@ -466,6 +466,9 @@ fn apply_attempt(
     if attempts != i64::from(update.expected_attempts) {
         return Err(StoreError::Conflict(id.into()));
     }
+    if let Some(notice) = &update.bounce_notice {
+        insert_message(conn, notice)?;
+    }
     let mut stmt = conn.prepare_cached(
         "UPDATE recipients SET state = ?1, reply = ?2 WHERE message_seq = ?3 AND address = ?4",
     )?;
@@ -940,6 +943,7 @@ mod tests {
                     )],
                     next_attempt: Some(now_ms() + 60_000),
                     error: Some("451 later".into()),
+                    bounce_notice: None,
                 },
             )
             .await
@@ -961,6 +965,7 @@ mod tests {
                     )],
                     next_attempt: None,
                     error: None,
+                    bounce_notice: None,
                 },
             )
             .await
@@ -1006,6 +1011,7 @@ mod tests {
             ],
             next_attempt: None,
             error: None,
+            bounce_notice: None,
         };
         store.record_attempt(&a, update).await.expect("attempt");
         let stats = store.stats().await.expect("stats");

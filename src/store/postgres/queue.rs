@@ -417,6 +417,9 @@ pub(super) async fn apply_attempt(
     {
         return Err(StoreError::Conflict(id.into()));
     }
+    if let Some(notice) = &update.bounce_notice {
+        insert(tx, notice).await?;
+    }
     let (addresses, states, replies): (Vec<&str>, Vec<&str>, Vec<&str>) = update
         .recipients
         .iter()
