@@ -67,6 +67,9 @@ enum Command {
     /// Client IPs banned after repeated failed logins
     #[command(subcommand)]
     Bans(admin::bans::BansCommand),
+    /// The store itself: `store migrate --from OLD.toml` moves an embedded store to --config's
+    #[command(subcommand)]
+    Store(admin::store::StoreCommand),
 }
 
 #[derive(Subcommand)]
@@ -335,6 +338,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             let store = open_store(&rt, &config)?;
             rt.block_on(admin::bans::run(store.as_ref(), cmd))
+        }
+        Command::Store(cmd) => {
+            let config = source.load_for_admin()?;
+            runtime()?.block_on(admin::store::run(&config, cmd))
         }
         Command::Rules(cmd) => {
             let config = source.load_for_admin()?;

@@ -10,6 +10,7 @@ pub mod gdpr;
 pub mod links;
 pub mod queue;
 pub mod rules;
+pub mod store;
 pub mod suppress;
 pub mod user;
 

@@ -18,6 +18,7 @@
 pub mod documents;
 pub mod limits;
 pub mod links;
+pub mod migrate;
 pub mod objects;
 pub mod postgres;
 pub mod pseudonym;

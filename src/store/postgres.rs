@@ -113,7 +113,7 @@ use super::{
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
 /// The `settings` row holding the delivery log's pseudonym key.
-const PSEUDONYM_KEY: &str = "log_pseudonym_key";
+pub(crate) const PSEUDONYM_KEY: &str = "log_pseudonym_key";
 const PSEUDONYM_KEY_LEN: usize = 32;
 
 /// Taken around migrations so instances starting together apply them once
@@ -321,6 +321,12 @@ impl PostgresStore {
             leases,
             renewal,
         })
+    }
+
+    /// The connection pool, for `crate::store::migrate`, which writes a
+    /// whole embedded store in one transaction of its own.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// This handle's instance id, as written to `lease_owner`.

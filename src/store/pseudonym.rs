@@ -83,6 +83,19 @@ impl Pseudonymizer {
         }
     }
 
+    /// The key in `data_dir` as it is, without creating one: `None` when
+    /// there is no key file. For `schleuse store migrate`, which carries the
+    /// key to another store and must not write to the old one.
+    pub fn read_key(data_dir: &Path) -> Result<Option<Vec<u8>>, PseudonymError> {
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() == KEY_LEN => Ok(Some(bytes)),
+            Ok(_) => Err(PseudonymError::BadKey(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(cause) => Err(PseudonymError::Io { path, cause }),
+        }
+    }
+
     pub fn from_key(key: &[u8]) -> Pseudonymizer {
         Pseudonymizer {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
