@@ -252,8 +252,22 @@ fn flush_and_retry_deliver_now() {
 
     let first = submit(&w, "flush-one");
     let second = submit(&w, "retry-two");
-    // Let the first delivery attempts fail against the missing upstream.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the first delivery attempts fail against the missing upstream:
+    // both recorded, so neither is still on its first try when the
+    // upstream comes up.
+    for id in [&first, &second] {
+        let tried = wait_until(WAIT, || {
+            let out = w.env.cli(&["queue", "show", id, "--json"], None);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("\"attempts\": 1")
+                .then_some(())
+        });
+        assert!(
+            tried.is_some(),
+            "no attempt recorded for {id}\n{}",
+            w.gw.log()
+        );
+    }
     w.up = Some(w.env.start_upstream(&UpstreamOpts {
         port: Some(upstream_port),
         ..UpstreamOpts::default()
@@ -319,7 +333,9 @@ fn partial_deferral_never_duplicates_the_delivered_recipient() {
     for c in clients {
         c.join().expect("client thread");
     }
-    w.up().wait_for(N, WAIT);
+    // 400 first deliveries share the upstream with the deferred recipients'
+    // retries (every second): more than WAIT on a busy machine.
+    w.up().wait_for(N, Duration::from_secs(120));
     // Several retry rounds for the deferred recipient.
     std::thread::sleep(Duration::from_secs(5));
     let got = w.up().messages();

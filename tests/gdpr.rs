@@ -156,9 +156,12 @@ fn erase_reaches_mail_still_in_the_queue() {
 
 #[test]
 fn retention_purges_old_log_entries() {
+    // The entry must still be there for the first export below, which runs
+    // the CLI (a process start) after the upstream has the message: 10 s,
+    // not 2, lest a busy machine see it purged already.
     let w = World::relay_with(UpstreamOpts::default(), |c| {
         c.extra_toml =
-            "\n[retention]\ndelivery_log = \"2s\"\ndownloads = \"2s\"\ninterval = \"1s\"\n".into();
+            "\n[retention]\ndelivery_log = \"10s\"\ndownloads = \"2s\"\ninterval = \"1s\"\n".into();
     });
     let mut c = w.client();
     let r = c.send(
@@ -171,7 +174,7 @@ fn retention_purges_old_log_entries() {
     assert_eq!(w.up().wait_for(1, Duration::from_secs(30)).len(), 1);
     let present = json(&w.env.cli(&["gdpr", "export", "eltern@example.org"], None));
     assert_eq!(present["messages"].as_array().map(Vec::len), Some(1));
-    let purged = wait_until(Duration::from_secs(20), || {
+    let purged = wait_until(Duration::from_secs(40), || {
         let v = json(&w.env.cli(&["gdpr", "export", "eltern@example.org"], None));
         (v["messages"].as_array().map(Vec::len) == Some(0)).then_some(())
     });
@@ -180,5 +183,9 @@ fn retention_purges_old_log_entries() {
         "log entry outlived its retention\n{}",
         w.gw.log()
     );
-    assert!(w.gw.log().contains("old entries purged"));
+    // Logged just after the purge has committed.
+    let logged = wait_until(Duration::from_secs(10), || {
+        w.gw.log().contains("old entries purged").then_some(())
+    });
+    assert!(logged.is_some(), "{}", w.gw.log());
 }

@@ -68,10 +68,13 @@ fn auth_failures_ban_the_ip_across_a_restart_until_the_ban_ends() {
 
     // The ban is in the store: a restarted gateway still refuses.
     restart(&mut w, "gateway-restarted.log");
-    if banned_at.elapsed() < Duration::from_secs(9) {
-        let g = greeting(w.port());
-        assert!(g.starts_with("421 4.7.0"), "banned after a restart: {g}");
-    }
+    // Unless the restart outlasted the ban: judged by the time the reply
+    // came, not before the connection (a slow machine may pass 9 s between).
+    let g = greeting(w.port());
+    assert!(
+        g.starts_with("421 4.7.0") || banned_at.elapsed() >= Duration::from_secs(9),
+        "banned after a restart: {g}"
+    );
     let first_log = std::fs::read_to_string(w.env.path().join("gateway.log")).unwrap_or_default();
     assert!(first_log.contains("client IP banned after repeated failed logins"));
 
@@ -91,11 +94,12 @@ fn auth_failures_ban_the_ip_across_a_restart_until_the_ban_ends() {
 
 #[test]
 fn account_hourly_quota_holds_across_a_restart() {
-    // The window is the clock hour.
-    clear_of_hour_end();
     let mut w = World::relay_with(UpstreamOpts::default(), |c| {
         c.limits_extra = "account_messages_per_hour = 2\n".into();
     });
+    // The window is the clock hour; the margin is for what follows, not for
+    // starting the processes above.
+    clear_of_hour_end();
     let mut c = w.client();
     for n in 0..2 {
         let r = c.send(

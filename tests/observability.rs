@@ -94,10 +94,13 @@ fn metrics_count_sessions_messages_and_refusals() {
     assert_eq!(r.code, 535, "{r}");
     anon.quit();
 
-    // Delivery (outbox) is asynchronous: wait for it to show.
+    // Delivery (outbox) is asynchronous: wait for it to show (both of its
+    // counters: one is counted a moment after the other).
     let samples = wait_until(WAIT, || {
         let (_, s) = scrape(admin);
-        (s.get("schleuse_messages_relayed_total") == Some(&2.0)).then_some(s)
+        let delivered = "schleuse_delivery_attempts_total{result=\"delivered\"}";
+        (s.get("schleuse_messages_relayed_total") == Some(&2.0) && s.get(delivered) >= Some(&2.0))
+            .then_some(s)
     })
     .unwrap_or_else(|| panic!("relayed never reached 2: {:#?}", scrape(admin).1));
 
@@ -349,9 +352,13 @@ fn readyz_follows_the_upstream_and_latency_is_measured() {
     assert_eq!(r.code, 250, "{r}");
     c.quit();
     w.up().wait_for(1, WAIT);
+    // The latency is measured at the upstream's reply, the message counted
+    // as relayed only once the attempt is recorded after it.
     let s = wait_until(WAIT, || {
         let (_, s) = scrape(admin);
-        (s.get("schleuse_upstream_latency_seconds_count") >= Some(&1.0)).then_some(s)
+        (s.get("schleuse_upstream_latency_seconds_count") >= Some(&1.0)
+            && s.get("schleuse_messages_relayed_total") >= Some(&1.0))
+        .then_some(s)
     })
     .unwrap_or_else(|| panic!("no latency sample: {:#?}", scrape(admin).1));
     assert!(sample(&s, "schleuse_upstream_latency_seconds_bucket{le=\"+Inf\"}") >= 1.0);

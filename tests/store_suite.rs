@@ -250,7 +250,9 @@ async fn due_serves_the_longest_waiting_first(b: &Backend) {
         ids(&s.due(now_ms() + 1, 10).await.expect("due")),
         std::slice::from_ref(&old)
     );
-    let retry_at = now_ms() + 1_000;
+    // Well ahead: the two enqueued below must fall due before it even if
+    // a busy machine takes seconds over these commits.
+    let retry_at = now_ms() + 60_000;
     s.record_attempt(
         &old,
         AttemptUpdate {
@@ -1132,7 +1134,10 @@ async fn postgres_leases_are_renewed_expire_and_are_taken_over() {
     let db = tokio::task::spawn_blocking(common::postgres::database)
         .await
         .expect("database");
-    let lease = Duration::from_secs(1);
+    // Renewed every lease / 3: a 1 s lease would be lost to a renewal
+    // delayed by 0.7 s, which a busy machine (this binary runs its tests
+    // in parallel against one PostgreSQL) can manage.
+    let lease = Duration::from_secs(3);
     let a = open_pg(&db, Some("instance-a"), lease).await;
     let b = open_pg(&db, None, lease).await;
     let id = a
@@ -1145,7 +1150,7 @@ async fn postgres_leases_are_renewed_expire_and_are_taken_over() {
     );
 
     // A is alive: its renewal keeps the message for well past one lease.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(lease * 5 / 2).await;
     assert!(
         b.due(now_ms() + 1, 10).await.expect("b due").is_empty(),
         "a renewed lease must keep other instances off"
@@ -1155,7 +1160,7 @@ async fn postgres_leases_are_renewed_expire_and_are_taken_over() {
     // up after a stall, with no renewal of its own.
     drop(a);
     let a_again = open_pg(&db, Some("instance-a"), lease).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let taken = loop {
         let due = ids(&b.due(now_ms() + 1, 10).await.expect("b due"));
         if !due.is_empty() {
@@ -1206,7 +1211,9 @@ async fn postgres_a_lost_lease_is_seen_before_sending_and_close_gives_leases_bac
     let db = tokio::task::spawn_blocking(common::postgres::database)
         .await
         .expect("database");
-    let lease = Duration::from_secs(1);
+    // Long enough that a busy machine keeps it from `due` to the first
+    // `confirm_lease` (see above).
+    let lease = Duration::from_secs(3);
     let a = open_pg(&db, Some("instance-a"), lease).await;
     let b = open_pg(&db, Some("instance-b"), Duration::from_secs(120)).await;
     let first = a
@@ -1231,7 +1238,7 @@ async fn postgres_a_lost_lease_is_seen_before_sending_and_close_gives_leases_bac
     // the message, and A learns it before sending instead of after.
     let a_stalled = open_pg(&db, Some("instance-a"), lease).await;
     drop(a);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if !b.due(now_ms() + 1, 10).await.expect("b due").is_empty() {
             break;

@@ -403,8 +403,11 @@ fn mailjet_webhook_is_authenticated_idempotent_and_feeds_gdpr() {
 
 #[test]
 fn admin_add_list_remove_and_expiry() {
+    // The short entries must outlast the checks that see them: each RCPT
+    // below is a new session with a password check (argon2, slow in a
+    // debug build on a busy machine), the list a CLI run.
     let mut conf = GatewayConf::outbox();
-    conf.extra_toml = "\n[suppression]\nhard_bounce_duration = \"8s\"\n".into();
+    conf.extra_toml = "\n[suppression]\nhard_bounce_duration = \"20s\"\n".into();
     let w = World::without_upstream(conf);
 
     let out = w.env.cli(
@@ -420,7 +423,7 @@ fn admin_add_list_remove_and_expiry() {
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(permanent)"));
     let out = w.env.cli(
-        &["suppress", "add", "kurz@example.org", "--for", "8s"],
+        &["suppress", "add", "kurz@example.org", "--for", "20s"],
         None,
     );
     assert!(out.status.success(), "{}", output_text(&out));
@@ -450,7 +453,7 @@ fn admin_add_list_remove_and_expiry() {
         "{r}"
     );
 
-    // An automatic entry with hard_bounce_duration = 8s.
+    // An automatic entry with hard_bounce_duration = 20s.
     let file = w
         .env
         .write_file("b.eml", &dsn(&[("auto@example.org", "failed", "5.1.2")]));
@@ -462,7 +465,7 @@ fn admin_add_list_remove_and_expiry() {
     assert!(rcpt(&w, "auto@example.org").is(550, "5.1.1"));
 
     // Expired entries no longer count.
-    wait_until(Duration::from_secs(40), || {
+    wait_until(Duration::from_secs(60), || {
         (rcpt(&w, "kurz@example.org").code == 250 && rcpt(&w, "auto@example.org").code == 250)
             .then_some(())
     })

@@ -856,8 +856,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `schleuse run` and waits (up to 60 s) until every listener
-    /// accepts connections. The log (stdout + stderr) is appended to
-    /// `<tempdir>/<log_name>`.
+    /// and the harness's link service accept connections. The log (stdout +
+    /// stderr) is appended to `<tempdir>/<log_name>`.
     pub fn start(env: &Env, log_name: &str) -> Gateway {
         let log_path = env.path().join(log_name);
         let log = fs::OpenOptions::new()
@@ -876,13 +876,20 @@ impl Gateway {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start schleuse run");
-        let ports: Vec<u16> = env.conf().listeners.iter().map(|l| l.port).collect();
+        let conf = env.conf();
+        let ports: Vec<u16> = conf.listeners.iter().map(|l| l.port).collect();
         let mut gw = Gateway {
             child: Some(child),
             log_path,
             ports: ports.clone(),
         };
-        for port in ports {
+        // The link service is bound after the SMTP listeners: a test that
+        // downloads right after a (re)start must not find its port closed.
+        // Only the one `render` configures (a test's own `[attachments]`
+        // table may have none).
+        let link = (conf.attachments_mode == "link" && !conf.extra_toml.contains("[attachments]"))
+            .then_some(conf.link_port);
+        for port in ports.into_iter().chain(link) {
             let up = wait_until(Duration::from_secs(60), || {
                 if let Some(status) = gw.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                     panic!("schleuse run exited early ({status})\n{}", gw.log());
