@@ -281,14 +281,21 @@ impl Drop for Immutable {
     }
 }
 
-#[test]
-fn readyz_fails_while_the_store_cannot_commit() {
+/// An outbox-mode gateway with its admin endpoint, once it reports ready;
+/// returns it and the endpoint's port.
+fn ready_outbox_gateway() -> (World, u16) {
     let admin = free_port();
     let mut conf = GatewayConf::outbox();
     conf.extra_toml = admin_toml(admin, "");
     let w = World::without_upstream(conf);
     wait_for_endpoint(admin, None);
     wait_ready(admin, 200, "fresh store");
+    (w, admin)
+}
+
+#[test]
+fn readyz_fails_while_the_store_cannot_commit() {
+    let (w, admin) = ready_outbox_gateway();
     let db = w.env.data_dir.join("queue.db");
 
     // Another process holds the write lock: no commit can happen. (Root
@@ -321,12 +328,7 @@ fn readyz_fails_while_the_store_cannot_commit() {
 
 #[test]
 fn readyz_fails_while_the_documents_directory_is_gone() {
-    let admin = free_port();
-    let mut conf = GatewayConf::outbox();
-    conf.extra_toml = admin_toml(admin, "");
-    let w = World::without_upstream(conf);
-    wait_for_endpoint(admin, None);
-    wait_ready(admin, 200, "fresh store");
+    let (w, admin) = ready_outbox_gateway();
 
     // An unmounted volume looks like this: attachments could not be stored.
     let dir = w.env.data_dir.join("documents");
