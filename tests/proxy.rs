@@ -207,9 +207,11 @@ fn without_a_valid_header_or_from_a_stranger_there_is_no_greeting() {
         proxy_listener("127.0.0.2/32"),
     ];
     conf.extra_toml = admin_toml(admin);
-    // A short header timeout, so the silent-client case is quick.
+    // A short header timeout, so the silent-client case is quick, yet long
+    // enough that "refused at once" cannot be mistaken for it even when a
+    // busy machine stalls the gateway for a few seconds.
     let w = start_edited(conf, |t| {
-        t.replace("[timeouts]\n", "[timeouts]\ntls_handshake = \"2s\"\n")
+        t.replace("[timeouts]\n", "[timeouts]\ntls_handshake = \"5s\"\n")
     });
     let (proxy_port, plain_port, stranger_port) = (w.gw.ports[0], w.gw.ports[1], w.gw.ports[2]);
     wait_until(Duration::from_secs(30), || {
@@ -230,8 +232,8 @@ fn without_a_valid_header_or_from_a_stranger_there_is_no_greeting() {
         let (got, took) = read_until_closed(connect_with(proxy_port, &first));
         assert!(got.is_empty(), "no reply to {first:?}: {got:?}");
         assert!(
-            took < Duration::from_secs(2),
-            "refused at once, not after the timeout"
+            took < Duration::from_secs(4),
+            "refused at once, not after the timeout ({took:?})"
         );
     }
     // A header cut short by the client's close.
@@ -249,7 +251,7 @@ fn without_a_valid_header_or_from_a_stranger_there_is_no_greeting() {
         let took = start.elapsed();
         assert!(got.is_empty(), "no reply without a header: {got:?}");
         assert!(
-            took >= Duration::from_millis(1500),
+            took >= Duration::from_millis(4500),
             "closed by the timeout ({took:?})"
         );
     }
