@@ -120,6 +120,17 @@ fn message(recipients: &[&str]) -> NewMessage {
     }
 }
 
+/// A first attempt that delivers `address`, its only recipient.
+fn delivered(address: &str) -> AttemptUpdate {
+    AttemptUpdate {
+        expected_attempts: 0,
+        recipients: vec![outcome(address, RecipientState::Delivered, "250")],
+        next_attempt: None,
+        error: None,
+        bounce_notice: None,
+    }
+}
+
 fn outcome(address: &str, state: RecipientState, reply: &str) -> (String, RecipientState, String) {
     (address.into(), state, reply.into())
 }
@@ -291,18 +302,9 @@ async fn clear_recipients_stay_in_clear(b: &Backend) {
         .enqueue(message(&["a@example.org"]))
         .await
         .expect("enqueue");
-    s.record_attempt(
-        &id,
-        AttemptUpdate {
-            expected_attempts: 0,
-            recipients: vec![outcome("a@example.org", RecipientState::Delivered, "250")],
-            next_attempt: None,
-            error: None,
-            bounce_notice: None,
-        },
-    )
-    .await
-    .expect("attempt");
+    s.record_attempt(&id, delivered("a@example.org"))
+        .await
+        .expect("attempt");
     let info = s.get(&id).await.expect("get").expect("row");
     assert_eq!(info.state, MessageState::Delivered);
     assert_eq!(info.recipients[0].address, "a@example.org");
@@ -934,22 +936,9 @@ async fn gdpr_export_and_erase(b: &Backend) {
         .enqueue(message(&["subject@example.org"]))
         .await
         .expect("enqueue");
-    s.record_attempt(
-        &fin,
-        AttemptUpdate {
-            expected_attempts: 0,
-            recipients: vec![outcome(
-                "subject@example.org",
-                RecipientState::Delivered,
-                "250",
-            )],
-            next_attempt: None,
-            error: None,
-            bounce_notice: None,
-        },
-    )
-    .await
-    .expect("deliver");
+    s.record_attempt(&fin, delivered("subject@example.org"))
+        .await
+        .expect("deliver");
     let shared = s
         .enqueue(message(&["other@example.org", "Subject@Example.org"]))
         .await
@@ -1039,18 +1028,9 @@ async fn log_retention_purges_final_messages(b: &Backend) {
         .enqueue(message(&["b@example.org"]))
         .await
         .expect("enqueue");
-    s.record_attempt(
-        &id,
-        AttemptUpdate {
-            expected_attempts: 0,
-            recipients: vec![outcome("a@example.org", RecipientState::Delivered, "250")],
-            next_attempt: None,
-            error: None,
-            bounce_notice: None,
-        },
-    )
-    .await
-    .expect("deliver");
+    s.record_attempt(&id, delivered("a@example.org"))
+        .await
+        .expect("deliver");
     let oldest = s.oldest_record().await.expect("oldest").expect("one");
     assert!(oldest <= now_ms());
     assert_eq!(s.purge_log(oldest).await.expect("nothing older"), 0);
@@ -1177,14 +1157,7 @@ async fn postgres_leases_are_renewed_expire_and_are_taken_over() {
     // The stalled owner's attempt is refused: the message is B's now.
     let attempt = |expected| AttemptUpdate {
         expected_attempts: expected,
-        recipients: vec![outcome(
-            "x@example.org",
-            RecipientState::Delivered,
-            "250 ok",
-        )],
-        next_attempt: None,
-        error: None,
-        bounce_notice: None,
+        ..delivered("x@example.org")
     };
     assert!(matches!(
         a_again.record_attempt(&id, attempt(0)).await,
@@ -1270,18 +1243,9 @@ async fn postgres_instances_share_the_pseudonym_key_and_counters() {
         .enqueue(message(&["p@example.org"]))
         .await
         .expect("enqueue");
-    a.record_attempt(
-        &id,
-        AttemptUpdate {
-            expected_attempts: 0,
-            recipients: vec![outcome("p@example.org", RecipientState::Delivered, "250")],
-            next_attempt: None,
-            error: None,
-            bounce_notice: None,
-        },
-    )
-    .await
-    .expect("deliver");
+    a.record_attempt(&id, delivered("p@example.org"))
+        .await
+        .expect("deliver");
     let ra = a.subject_records("p@example.org").await.expect("a");
     let rb = b.subject_records("p@example.org").await.expect("b");
     assert_eq!(ra.pseudonym, rb.pseudonym);
