@@ -27,6 +27,7 @@
 //! | `queue_messages` | gauge | `state`: queued, held |
 //! | `queue_oldest_age_seconds` | gauge | |
 //! | `upstream_breaker_open` | gauge | |
+//! | `delivery_unrecorded_outcomes` | gauge | |
 //! | `dkim_signatures_total` | counter | `result`: signed, unsigned |
 //! | `blocklist_listed` | gauge | `list`, `target` (IP or domain) |
 //! | `blocklist_checks_total` | counter | `result`: listed, clear, unknown |
@@ -62,6 +63,7 @@ pub const UPSTREAM_LATENCY: &str = "schleuse_upstream_latency_seconds";
 pub const QUEUE_MESSAGES: &str = "schleuse_queue_messages";
 pub const QUEUE_OLDEST_AGE: &str = "schleuse_queue_oldest_age_seconds";
 pub const UPSTREAM_BREAKER_OPEN: &str = "schleuse_upstream_breaker_open";
+pub const UNRECORDED_OUTCOMES: &str = "schleuse_delivery_unrecorded_outcomes";
 pub const DKIM_SIGNATURES: &str = "schleuse_dkim_signatures_total";
 pub const DOCUMENTS_STORED: &str = "schleuse_documents_stored_total";
 pub const DOCUMENTS_PURGED: &str = "schleuse_documents_purged_total";
@@ -210,6 +212,10 @@ fn describe() {
     describe_gauge!(
         UPSTREAM_BREAKER_OPEN,
         "1 while delivery is paused because the upstream was unusable."
+    );
+    describe_gauge!(
+        UNRECORDED_OUTCOMES,
+        "Delivery outcomes the store could not record yet; delivery is paused while > 0."
     );
     describe_counter!(
         DKIM_SIGNATURES,
@@ -403,6 +409,11 @@ pub fn upstream_latency(took: Duration) {
     histogram!(UPSTREAM_LATENCY).record(took.as_secs_f64());
 }
 
+/// Outcomes kept because the store refused them (`crate::delivery::unrecorded`).
+pub fn unrecorded(n: usize) {
+    gauge!(UNRECORDED_OUTCOMES).set(n as f64);
+}
+
 pub fn breaker_open(open: bool) {
     gauge!(UPSTREAM_BREAKER_OPEN).set(if open { 1.0 } else { 0.0 });
 }
@@ -571,6 +582,7 @@ mod tests {
             QUEUE_MESSAGES,
             QUEUE_OLDEST_AGE,
             UPSTREAM_BREAKER_OPEN,
+            UNRECORDED_OUTCOMES,
             OLDEST_RECORD_AGE,
             BLOCKLIST_LISTED,
             AUTH_BANS_ACTIVE,

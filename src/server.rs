@@ -50,6 +50,8 @@ pub struct Shared {
     pub upstream_contact: delivery::Contact,
     /// Set by the blocklist watch to hold all delivery.
     pub delivery_pause: delivery::Pause,
+    /// Delivery outcomes the store refused; delivery pauses while any wait.
+    pub unrecorded: delivery::unrecorded::Unrecorded,
     /// Egress source addresses in use and out (`[[upstream.egress]]`).
     pub egress: delivery::egress::Rotation,
     /// The encrypted document store behind the links.
@@ -79,6 +81,7 @@ impl Shared {
             ),
             upstream_contact: delivery::Contact::default(),
             delivery_pause: delivery::Pause::default(),
+            unrecorded: delivery::unrecorded::Unrecorded::default(),
             egress: delivery::egress::Rotation::default(),
             vault,
         }

@@ -6,7 +6,8 @@
 //! - `GET /readyz`: `200 ready` when a message handed over now would be
 //!   stored and sent on: the store commits a tiny write, the document store
 //!   answers (its directory exists; a bucket answers a listing), every
-//!   configured listener is bound, and in relay mode the upstream answered within
+//!   configured listener is bound, no delivery outcome waits to be recorded
+//!   (delivery pauses meanwhile), and in relay mode the upstream answered within
 //!   `admin.upstream_check_interval` (a delivery, or a probe connection made
 //!   here when deliveries are rare). Otherwise `503` with one line per
 //!   failed check.
@@ -182,6 +183,9 @@ async fn readiness(state: &AdminState) -> Vec<String> {
             "documents: no answer within {}s",
             PING_TIMEOUT.as_secs()
         )),
+    }
+    if let Some(paused) = shared.unrecorded.status() {
+        failures.push(paused);
     }
     for l in &config.listeners {
         if !state.bound.contains(&l.bind) {

@@ -30,6 +30,7 @@ pub mod dsn;
 pub mod egress;
 pub mod outbox;
 pub mod relay;
+pub mod unrecorded;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -46,13 +47,33 @@ use crate::store::{
     AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, new_queue_id, now_ms,
 };
 use relay::{RcptResult, Upstream};
+use unrecorded::{Kept, LogEvery};
 
 /// How often the scheduler looks at the store without being woken.
 const POLL: Duration = Duration::from_secs(1);
 /// An upstream connection idle this long is closed politely.
 const IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// How long a message whose store access failed stays out of dispatch.
+/// Only reads and pre-attempt writes: an attempt's outcome is never lost
+/// this way (see [`unrecorded`]).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(30);
+/// How often kept outcomes are offered to the store again.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
+/// How often a lasting failure to record is logged again.
+const RECORD_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What became of one message handed to a worker.
+enum Handled {
+    /// Attempted and recorded, or nothing to do: it may be dispatched again.
+    Done,
+    /// The store could not be read (or a pre-attempt write failed): nothing
+    /// was sent; it stays out of dispatch for a while.
+    StoreFailed,
+    /// Attempted, but the outcome could not be recorded: it is kept in
+    /// [`unrecorded`] and the message stays out of dispatch until the
+    /// recorder has written it.
+    Kept,
+}
 
 /// When the upstream last answered, from a delivery transaction or the
 /// admin endpoint's probe; `/readyz` in relay mode asks [`Contact::within`].
@@ -275,9 +296,23 @@ pub async fn run(shared: Arc<Shared>) {
         let rx = Arc::clone(&rx);
         handles.push(tokio::spawn(async move { worker(n, engine, rx).await }));
     }
+    let recorder = tokio::spawn(record_kept(Arc::clone(&engine)));
     schedule(&engine, tx).await;
     for h in handles {
         let _ = h.await;
+    }
+    // The workers are done: their last outcomes are kept or recorded. One
+    // more try for the kept ones before the process goes.
+    recorder.abort();
+    let _ = recorder.await;
+    let _ = record_kept_once(&engine).await;
+    let left = engine.shared.unrecorded.snapshot();
+    if !left.is_empty() {
+        let ids: Vec<&str> = left.iter().map(|k| k.queue_id.as_str()).collect();
+        tracing::error!(
+            messages = %ids.join(" "),
+            "delivery stopped with outcomes the store never took: these messages were handed to the upstream but are still queued, and will be offered again after the restart"
+        );
     }
     tracing::info!("delivery stopped");
 }
@@ -289,6 +324,15 @@ async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>) {
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if shared.unrecorded.is_pausing() {
+            // The recorder wakes us (via `finished`) once the store took them.
+            tokio::select! {
+                _ = engine.finished.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
         }
         if shared.delivery_pause.is_set() {
             let mut pause = shared.delivery_pause.0.subscribe();
@@ -382,25 +426,28 @@ async fn worker(
             break;
         };
         let id = msg.id.clone();
-        if deliver(&engine, &mut conn, msg).await {
-            engine.release(&id);
-        } else {
-            // The store failed us: keep the message out of dispatch for a
-            // while instead of retrying it in a tight loop.
-            let engine = Arc::clone(&engine);
-            tokio::spawn(async move {
-                tokio::time::sleep(STORE_ERROR_PAUSE).await;
-                engine.release(&id);
-            });
+        match deliver(&engine, &mut conn, msg).await {
+            Handled::Done => engine.release(&id),
+            Handled::StoreFailed => {
+                // Nothing was sent: keep the message out of dispatch for a
+                // while instead of retrying it in a tight loop.
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    tokio::time::sleep(STORE_ERROR_PAUSE).await;
+                    engine.release(&id);
+                });
+            }
+            // In flight until the recorder has written its outcome.
+            Handled::Kept => {}
         }
     }
     conn.close().await;
     tracing::debug!(worker = n, "delivery worker stopped");
 }
 
-/// One attempt for one message, recorded in the store. Returns false when
-/// the store could not be read or written.
-async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
+/// One attempt for one message, recorded in the store (or kept until it can
+/// be).
+async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> Handled {
     let shared = &engine.shared;
     let config = shared.config();
     let store = shared.queue.store();
@@ -414,26 +461,27 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
         {
             m
         }
-        Ok(_) => return true,
+        Ok(_) => return Handled::Done,
         Err(e) => {
             tracing::error!(queue_id = %stale.id, error = %e, "cannot read message state");
-            return false;
+            return Handled::StoreFailed;
         }
     };
     if shared.delivery_pause.is_set()
+        || shared.unrecorded.is_pausing()
         || (config.upstream.mode == UpstreamMode::Relay && matches!(engine.flow(), Flow::Open(_)))
     {
         // Paused since it was dispatched: leave it due, in its place.
-        return true;
+        return Handled::Done;
     }
     // Shared, not copied: the outbox writer runs on another thread.
     let content = match store.content(&msg.id).await {
         Ok(Some(c)) => Arc::new(c),
         // Deleted or finished meanwhile (admin action): nothing to do.
-        Ok(None) => return true,
+        Ok(None) => return Handled::Done,
         Err(e) => {
             tracing::error!(queue_id = %msg.id, error = %e, "cannot load message");
-            return false;
+            return Handled::StoreFailed;
         }
     };
     let pending: Vec<String> = msg
@@ -443,11 +491,11 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
         .map(|r| r.address.clone())
         .collect();
     if pending.is_empty() {
-        return true;
+        return Handled::Done;
     }
     let Ok((pending, suppressed)) = recheck_suppression(store.as_ref(), &msg.id, pending).await
     else {
-        return false;
+        return Handled::StoreFailed;
     };
     let admission = engine.caps(&config).admit(&pending);
     let cap_wait = admission.wait;
@@ -460,10 +508,10 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
         let until = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1);
         if let Err(e) = store.postpone(&msg.id, msg.attempts, until).await {
             tracing::error!(queue_id = %msg.id, error = %e, "cannot postpone message");
-            return false;
+            return Handled::StoreFailed;
         }
         tracing::debug!(queue_id = %msg.id, wait_ms = wait.as_millis() as u64, "held back by a domain rate cap");
-        return true;
+        return Handled::Done;
     }
     let started = Instant::now();
     let mut results = Vec::with_capacity(msg.recipients.len());
@@ -478,12 +526,17 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(queue_id = %msg.id, "lease lost before sending: left to the instance that holds it");
-                return true;
+                return Handled::Done;
             }
             Err(e) => {
                 tracing::error!(queue_id = %msg.id, error = %e, "cannot confirm the lease");
-                return false;
+                return Handled::StoreFailed;
             }
+        }
+        if shared.unrecorded.is_pausing() {
+            // Another worker's outcome could not be recorded while this one
+            // waited for its turn: no new attempts until it is.
+            return Handled::Done;
         }
         results = match config.upstream.mode {
             UpstreamMode::Outbox => {
@@ -492,7 +545,7 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> bool {
             UpstreamMode::Relay => {
                 let Some(egress) = pick_egress(engine, &config, conn.egress).await else {
                     // Shutting down while waiting for a free address.
-                    return true;
+                    return Handled::Done;
                 };
                 if egress != conn.egress {
                     conn.close().await;
@@ -699,7 +752,7 @@ async fn record(
     content: &[u8],
     outcome: Outcome,
     took: Duration,
-) -> bool {
+) -> Handled {
     let Outcome {
         mut results,
         locally_suppressed,
@@ -744,7 +797,6 @@ async fn record(
     // never twice.
     let bounce_notice = (!failures.is_empty() && !msg.sender.is_empty())
         .then(|| bounce_notice(config, msg, content, &failures));
-    let dsn_id = bounce_notice.as_ref().map(|n| n.id.clone());
     // `5xx 5.1.x`: the address does not exist; stop mailing it (SPEC §6).
     // Those refused here for being on the list already are not new bounces.
     let bounced: Vec<(String, String)> = failures
@@ -780,37 +832,140 @@ async fn record(
         .as_deref()
         .or(results.first().map(|(_, r)| r.text()))
         .unwrap_or("");
-    match store.record_attempt(&msg.id, update).await {
+    let counts = Counts {
+        delivered,
+        deferred,
+        failed,
+    };
+    match store.record_attempt(&msg.id, update.clone()).await {
         Ok(state) => {
-            if let Some(dsn) = dsn_id {
-                crate::metrics::dsn_sent();
-                engine.shared.queue.wake();
-                tracing::info!(queue_id = %msg.id, dsn = %dsn, failed = failures.len(), "bounce notice queued");
-            }
-            let outcome = match state {
-                MessageState::Delivered => crate::metrics::Attempt::Delivered,
-                MessageState::Bounced => crate::metrics::Attempt::Bounced,
-                MessageState::Queued | MessageState::Held => crate::metrics::Attempt::Deferred,
-            };
-            crate::metrics::attempt(outcome, msg.attempts);
+            recorded(engine, &msg.id, msg.attempts, &update, state);
             tracing::info!(
                 queue_id = %msg.id,
                 attempt = msg.attempts + 1,
-                delivered,
-                deferred,
-                failed,
+                delivered = counts.delivered,
+                deferred = counts.deferred,
+                failed = counts.failed,
                 state = %state,
                 ms = took.as_millis() as u64,
                 reply,
                 "delivery attempt"
             );
-            true
+            Handled::Done
         }
         Err(e) => {
-            tracing::error!(queue_id = %msg.id, error = %e, "cannot record delivery attempt");
-            false
+            // The upstream has answered: offering the message again would
+            // relay it twice. Keep the outcome until the store takes it.
+            tracing::error!(
+                queue_id = %msg.id,
+                error = %e,
+                delivered = counts.delivered,
+                deferred = counts.deferred,
+                failed = counts.failed,
+                "cannot record delivery attempt: outcome kept, delivery paused until the store takes it"
+            );
+            engine.shared.unrecorded.keep(
+                Kept {
+                    queue_id: msg.id.clone(),
+                    update,
+                },
+                e.to_string(),
+            );
+            Handled::Kept
         }
     }
+}
+
+struct Counts {
+    delivered: usize,
+    deferred: usize,
+    failed: usize,
+}
+
+/// Metrics and wake-ups once an attempt is in the store.
+fn recorded(engine: &Engine, id: &str, attempts: u32, update: &AttemptUpdate, state: MessageState) {
+    if let Some(dsn) = &update.bounce_notice {
+        crate::metrics::dsn_sent();
+        engine.shared.queue.wake();
+        let failed = update
+            .recipients
+            .iter()
+            .filter(|r| r.1 == RecipientState::Failed)
+            .count();
+        tracing::info!(queue_id = %id, dsn = %dsn.id, failed, "bounce notice queued");
+    }
+    let outcome = match state {
+        MessageState::Delivered => crate::metrics::Attempt::Delivered,
+        MessageState::Bounced => crate::metrics::Attempt::Bounced,
+        MessageState::Queued | MessageState::Held => crate::metrics::Attempt::Deferred,
+    };
+    crate::metrics::attempt(outcome, attempts);
+}
+
+/// Writes kept outcomes whenever there are some, once a second until the
+/// store takes them; runs until delivery stops.
+async fn record_kept(engine: Arc<Engine>) {
+    let mut log = LogEvery::new(RECORD_LOG_EVERY);
+    loop {
+        if !engine.shared.unrecorded.is_pausing() {
+            engine.shared.unrecorded.added().await;
+            // The worker that kept it has already logged the cause.
+            log.due();
+        }
+        tokio::time::sleep(RECORD_RETRY).await;
+        match record_kept_once(&engine).await {
+            Ok(()) => {
+                log.reset();
+                tracing::info!(
+                    "store writable again: kept delivery outcomes recorded, delivery resumed"
+                );
+            }
+            Err((left, cause)) => {
+                if let Some(skipped) = log.due() {
+                    tracing::error!(
+                        outcomes = left,
+                        error = %cause,
+                        retries = skipped,
+                        "store still refuses delivery outcomes: delivery stays paused"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Offers every kept outcome to the store once, oldest first. `Err` with
+/// how many are left and the store's answer when it refused one.
+async fn record_kept_once(engine: &Engine) -> Result<(), (usize, String)> {
+    let unrecorded = &engine.shared.unrecorded;
+    let kept = unrecorded.snapshot();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let store = engine.shared.queue.store();
+    for (n, k) in kept.iter().enumerate() {
+        match store.record_attempt(&k.queue_id, k.update.clone()).await {
+            Ok(state) => {
+                // `expected_attempts` did not match nothing else, so this is
+                // the attempt's own record.
+                let attempts = k.update.expected_attempts;
+                recorded(engine, &k.queue_id, attempts, &k.update, state);
+                tracing::info!(queue_id = %k.queue_id, attempt = attempts + 1, state = %state, "delivery attempt recorded late");
+            }
+            Err(crate::store::StoreError::Conflict(_)) => {
+                // Someone else recorded an attempt meanwhile (an admin's
+                // retry from the CLI); ours is obsolete.
+                tracing::warn!(queue_id = %k.queue_id, "kept delivery outcome dropped: the message was changed meanwhile");
+            }
+            Err(e) => {
+                unrecorded.still_failing(e.to_string());
+                return Err((kept.len() - n, e.to_string()));
+            }
+        }
+        unrecorded.recorded(&k.queue_id);
+        engine.release(&k.queue_id);
+    }
+    Ok(())
 }
 
 /// The delivery status notification for `failures`, to the sender.

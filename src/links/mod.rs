@@ -116,6 +116,17 @@ pub enum VaultError {
     Damaged(String),
 }
 
+impl VaultError {
+    /// Whether storing failed for want of space (`452 4.3.1` at DATA).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            VaultError::Store(e) => e.is_out_of_space(),
+            VaultError::File { cause, .. } => crate::store::io_out_of_space(cause),
+            VaultError::Damaged(_) => false,
+        }
+    }
+}
+
 /// The documents as the link service sees them. [`vault::Vault`] is the real
 /// one; the service's tests use a small in-memory one.
 pub trait Documents: Send + Sync + 'static {

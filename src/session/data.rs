@@ -69,6 +69,7 @@ fn documents_reply(e: &DocumentsError) -> Reply {
         DocumentsError::SealedRefused => {
             Reply::owned(554, [5, 7, 1], format!("Message refused: {e}"))
         }
+        DocumentsError::Vault(v) if v.is_out_of_space() => reply::NO_SPACE,
         DocumentsError::Vault(_) | DocumentsError::Cancelled => Reply::owned(
             451,
             [4, 3, 0],
@@ -410,8 +411,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => {
                 tracing::error!(session = %self.origin.session_id, error = %e, "cannot store message");
                 self.shared.vault.discard(&sealed).await;
-                crate::metrics::rejected(&reply::STORAGE_FAILED);
-                reply::STORAGE_FAILED
+                let r = if e.is_out_of_space() {
+                    reply::NO_SPACE
+                } else {
+                    reply::STORAGE_FAILED
+                };
+                crate::metrics::rejected(&r);
+                r
             }
         }
     }

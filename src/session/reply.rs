@@ -63,7 +63,7 @@ impl Reply {
     /// The `reason` label of `messages_rejected_total` for a refusal: short
     /// and stable, so alerts survive a change of wording here.
     pub fn rejection_reason(&self) -> &'static str {
-        let reasons: [(&Reply, &str); 11] = [
+        let reasons: [(&Reply, &str); 12] = [
             (&AUTH_REQUIRED, "auth_required"),
             (&SENDER_DENIED, "sender_denied"),
             (&FROM_DENIED, "from_denied"),
@@ -73,6 +73,7 @@ impl Reply {
             (&BARE_LINE_END_CMD, "bare_line_ending"),
             (&BARE_LINE_END_DATA, "bare_line_ending"),
             (&STORAGE_FAILED, "storage"),
+            (&NO_SPACE, "storage"),
             (&NO_DKIM_KEY, "dkim"),
             (&SIGNING_FAILED, "dkim"),
         ];
@@ -186,6 +187,12 @@ pub const SIGNING_FAILED: Reply = Reply::new(
     [4, 3, 0],
     "Temporary failure while signing the message; try again later",
 );
+/// RFC 3463's "insufficient system storage": the disk is full.
+pub const NO_SPACE: Reply = Reply::new(
+    452,
+    [4, 3, 1],
+    "Insufficient system storage; message not accepted, try again later",
+);
 pub const STORAGE_FAILED: Reply = Reply::new(
     451,
     [4, 3, 0],
@@ -234,6 +241,7 @@ mod tests {
             FROM_DENIED,
             NO_FROM,
             STORAGE_FAILED,
+            NO_SPACE,
         ] {
             assert!(crate::metrics::REJECT_REASONS.contains(&r.rejection_reason()));
         }

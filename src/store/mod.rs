@@ -63,10 +63,41 @@ pub enum StoreError {
     Conflict(String),
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The disk (or the database's quota) is full: nothing was written.
+    #[error("no space left to store: {0}")]
+    NoSpace(String),
     #[error("the store has shut down")]
     Closed,
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::PgError),
+}
+
+impl StoreError {
+    /// Whether the store failed for want of space (SMTP's `452 4.3.1`
+    /// rather than a generic temporary failure).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace(_) => true,
+            StoreError::Db(e) => sqlite_out_of_space(e),
+            StoreError::Io { cause, .. } | StoreError::ContentRead(cause) => io_out_of_space(cause),
+            StoreError::Postgres(e) => e.is_out_of_space(),
+            _ => false,
+        }
+    }
+}
+
+/// `SQLITE_FULL`: the disk or the file-size limit is reached.
+pub fn sqlite_out_of_space(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
+/// `ENOSPC` (no space) or `EDQUOT` (quota exceeded).
+pub fn io_out_of_space(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

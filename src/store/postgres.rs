@@ -151,6 +151,14 @@ pub enum PgError {
     Random,
 }
 
+impl PgError {
+    /// The server's `disk_full` (SQLSTATE 53100).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, PgError::Db(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL))
+    }
+}
+
 /// An error with the causes its own text leaves out: tokio-postgres says
 /// "error performing TLS handshake" and keeps the why (an unknown CA, a
 /// wrong host name) in its source.

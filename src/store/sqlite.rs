@@ -73,10 +73,78 @@ CREATE TABLE IF NOT EXISTS ping (
 );
 ";
 
-/// What a writer job hands back: whether its statements succeeded, and the
-/// callback that answers the caller once the batch's commit is known.
+/// What a writer job hands back: whether its statements succeeded (and if
+/// not, why, for the rest of its batch), and the callback that answers the
+/// caller once the batch's commit is known.
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Done) + Send>;
+type Job = Box<dyn WriteJob>;
+
+trait WriteJob: Send {
+    /// Runs the statements; the answer waits for the batch's commit.
+    fn run(self: Box<Self>, conn: &Connection) -> (Result<(), BatchFailure>, Done);
+    /// Answers without running: the batch could not even start.
+    fn fail(self: Box<Self>, failure: BatchFailure);
+}
+
+struct Write<T, F> {
+    f: F,
+    answer: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Write<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (Result<(), BatchFailure>, Done) {
+        let Write { f, answer } = *self;
+        let result = f(conn);
+        let status = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(BatchFailure::of_store(e)),
+        };
+        let done: Done = Box::new(move |commit| {
+            let _ = answer.send(commit.and(result));
+        });
+        (status, done)
+    }
+
+    fn fail(self: Box<Self>, failure: BatchFailure) {
+        let _ = self.answer.send(Err(failure.into_error()));
+    }
+}
+
+/// Why a batch failed, given to every job in it: the real cause ("database
+/// is locked", "database or disk is full"), never just "shut down".
+#[derive(Debug, Clone)]
+struct BatchFailure {
+    out_of_space: bool,
+    text: String,
+}
+
+impl BatchFailure {
+    fn of(e: &rusqlite::Error) -> BatchFailure {
+        BatchFailure {
+            out_of_space: super::sqlite_out_of_space(e),
+            text: e.to_string(),
+        }
+    }
+
+    fn of_store(e: &StoreError) -> BatchFailure {
+        BatchFailure {
+            out_of_space: e.is_out_of_space(),
+            text: e.to_string(),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        if self.out_of_space {
+            StoreError::NoSpace(self.text)
+        } else {
+            StoreError::Commit(self.text)
+        }
+    }
+}
 
 pub struct SqliteStore {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -145,14 +213,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let done: Done = Box::new(move |commit| {
-                let _ = tx.send(commit.and(result));
-            });
-            (ok, done)
-        });
+        let job: Job = Box::new(Write { f, answer: tx });
         let sent = self
             .jobs
             .lock()
@@ -223,6 +284,7 @@ const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 /// pages) one TRUNCATE checkpoint briefly waits for the writer: a rare
 /// latency bump instead of an ever-growing file.
 fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    let mut trouble = CheckpointTrouble::default();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -239,8 +301,41 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
             }
             other => other.map(|_| ()),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "store: WAL checkpoint failed");
+        trouble.note(result.err());
+    }
+}
+
+/// How often a lasting checkpoint failure is logged again.
+const CHECKPOINT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Checkpoint failures as the log tells them: a full disk makes every
+/// checkpoint fail, twice a second, and one line a minute says as much.
+#[derive(Default)]
+struct CheckpointTrouble {
+    /// Failures since the last line, and when that line was written.
+    failing: Option<(u64, std::time::Instant)>,
+}
+
+impl CheckpointTrouble {
+    fn note(&mut self, error: Option<rusqlite::Error>) {
+        match (error, &mut self.failing) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.failing = None;
+                tracing::info!("store: WAL checkpoints work again");
+            }
+            (Some(e), None) => {
+                self.failing = Some((0, std::time::Instant::now()));
+                tracing::warn!(error = %e, "store: WAL checkpoint failed (repeated failures are logged once a minute)");
+            }
+            (Some(e), Some((count, logged))) => {
+                *count += 1;
+                if logged.elapsed() >= CHECKPOINT_LOG_EVERY {
+                    tracing::warn!(error = %e, failures = *count, "store: WAL checkpoints still failing");
+                    *count = 0;
+                    *logged = std::time::Instant::now();
+                }
+            }
         }
     }
 }
@@ -260,50 +355,57 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
 
 fn run_batch(conn: &Connection, batch: Vec<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // Dropping the jobs unrun drops their answer channels: every caller
-        // gets an error (the session answers 451) and nothing is half-written.
-        tracing::error!(error = %e, jobs = batch.len(), "store: cannot begin a transaction");
+        // Nothing of the batch runs; every caller learns why (the session
+        // answers 451 or 452, delivery keeps its outcome for later).
+        let failure = BatchFailure::of(&e);
+        tracing::debug!(error = %e, jobs = batch.len(), "store: cannot begin a transaction");
+        batch.into_iter().for_each(|j| j.fail(failure.clone()));
         return;
     }
     let mut dones = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
-    for job in jobs.by_ref() {
-        if conn.execute_batch("SAVEPOINT job").is_err() {
+    while let Some(job) = jobs.next() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             // Without a savepoint a failing job could not be undone alone:
-            // leave it unrun (its caller gets an error).
+            // leave it unrun, its caller gets the error.
+            job.fail(BatchFailure::of(&e));
             continue;
         }
-        let (ok, done) = job(conn);
-        let end = if ok {
+        let (status, done) = job.run(conn);
+        let end = if status.is_ok() {
             "RELEASE job"
         } else {
             "ROLLBACK TO job; RELEASE job"
         };
         if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "store: cannot end savepoint");
+            tracing::debug!(error = %e, "store: cannot end savepoint");
         }
         dones.push(done);
         if conn.is_autocommit() {
             // Some errors (disk full, I/O) make SQLite roll back the whole
             // transaction. Then nothing of this batch is stored: answer every
-            // job run so far with an error, and run none of the rest.
+            // job run so far with the error that did it, and run none of the
+            // rest.
+            let failure = status.err().unwrap_or_else(|| BatchFailure {
+                out_of_space: false,
+                text: "the transaction was rolled back by the database".into(),
+            });
             for d in dones {
-                d(Err(StoreError::Commit(
-                    "the transaction was rolled back by the database".into(),
-                )));
+                d(Err(failure.clone().into_error()));
             }
-            tracing::error!("store: transaction rolled back mid-batch");
+            jobs.for_each(|j| j.fail(failure.clone()));
+            tracing::debug!(error = %failure.text, "store: transaction rolled back mid-batch");
             return;
         }
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => dones.into_iter().for_each(|d| d(Ok(()))),
         Err(e) => {
-            tracing::error!(error = %e, "store: commit failed, batch rolled back");
+            tracing::debug!(error = %e, "store: commit failed, batch rolled back");
             let _ = conn.execute_batch("ROLLBACK");
-            let msg = e.to_string();
+            let failure = BatchFailure::of(&e);
             for d in dones {
-                d(Err(StoreError::Commit(msg.clone())));
+                d(Err(failure.clone().into_error()));
             }
         }
     }
