@@ -181,7 +181,7 @@ fn world(admin: u16, tmpfs_size: Option<&str>) -> (World, Vec<String>, Option<Tm
 #[test]
 fn disk_full_after_the_upstream_accepted_relays_each_message_once() {
     let admin = free_port();
-    let (w, acked, _tmpfs) = world(admin, Some("16m"));
+    let (mut w, acked, _tmpfs) = world(admin, Some("16m"));
 
     // The disk fills while the messages wait for their next attempt.
     let filler = w.env.data_dir.join("filler");
@@ -221,8 +221,12 @@ fn disk_full_after_the_upstream_accepted_relays_each_message_once() {
     );
     assert!(log.matches("store still refuses").count() <= 2, "{log}");
 
-    // Space again: everything goes out, each message once.
+    // A crash now must not forget the kept outcomes either: kill -9, free
+    // the disk, start again. The journal is recorded before any attempt.
+    w.gw.kill();
     fs::remove_file(&filler).expect("free the disk");
+    w.gw = Gateway::start(&w.env, "gateway-restarted.log");
+    wait_log(&w.gw, "previous run could not record");
     wait_for_message_ids(w.up(), &acked, WAIT).unwrap_or_else(|(missing, got)| {
         panic!("missing {missing:?} ({got} arrived)\n{}", w.gw.log())
     });

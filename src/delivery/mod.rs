@@ -28,6 +28,7 @@
 pub mod caps;
 pub mod dsn;
 pub mod egress;
+pub mod journal;
 pub mod outbox;
 pub mod relay;
 pub mod unrecorded;
@@ -288,6 +289,18 @@ pub async fn run(shared: Arc<Shared>) {
             &shared.config().delivery.domain_limit,
         ))),
     });
+    // Before any new attempt: outcomes a previous run could not record.
+    let data_dir = shared.config().server.data_dir.clone();
+    match shared.unrecorded.open_journal(&data_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            outcomes = n,
+            "delivery outcomes the previous run could not record: recording them before delivery resumes"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the delivery outcome journal; a restart while the store refuses writes could relay a message twice")
+        }
+    }
     let (tx, rx) = mpsc::channel::<MessageInfo>(workers);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut handles = Vec::with_capacity(workers);
@@ -311,7 +324,7 @@ pub async fn run(shared: Arc<Shared>) {
         let ids: Vec<&str> = left.iter().map(|k| k.queue_id.as_str()).collect();
         tracing::error!(
             messages = %ids.join(" "),
-            "delivery stopped with outcomes the store never took: these messages were handed to the upstream but are still queued, and will be offered again after the restart"
+            "delivery stopped with outcomes the store never took: they stay in the journal and are recorded at the next start, before any new attempt"
         );
     }
     tracing::info!("delivery stopped");

@@ -6,13 +6,16 @@
 //! recorded, its outcome is kept here, delivery pauses (no new attempts:
 //! each would only add another outcome the store cannot take), `/readyz`
 //! says why, and a recorder task writes the kept outcomes as soon as the
-//! store takes writes again; then delivery resumes.
+//! store takes writes again; then delivery resumes. Each kept outcome is
+//! also written to [`super::journal`], so a restart meanwhile does not
+//! forget it either.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::journal::{Journal, JournalError};
 use crate::store::AttemptUpdate;
 
 /// One attempt's outcome, waiting to be recorded.
@@ -35,11 +38,38 @@ struct State {
 pub struct Unrecorded {
     state: Mutex<State>,
     added: Notify,
+    journal: Mutex<Option<Journal>>,
 }
 
 impl Unrecorded {
+    /// Opens the journal in `data_dir` and keeps what a previous run left
+    /// in it (recorded before any new attempt); returns how many.
+    pub fn open_journal(&self, data_dir: &std::path::Path) -> Result<usize, JournalError> {
+        let (journal, left) = Journal::open(data_dir)?;
+        if let Ok(mut j) = self.journal.lock() {
+            *j = Some(journal);
+        }
+        let n = left.len();
+        if n > 0 {
+            if let Ok(mut s) = self.state.lock() {
+                s.kept.extend(left);
+                s.cause = Some("outcomes of the previous run not recorded yet".into());
+                s.since.get_or_insert_with(Instant::now);
+                crate::metrics::unrecorded(s.kept.len());
+            }
+            self.added.notify_one();
+        }
+        Ok(n)
+    }
+
     /// Keeps `kept`, which the store refused with `cause`; delivery pauses.
     pub fn keep(&self, kept: Kept, cause: String) {
+        if let Ok(mut j) = self.journal.lock()
+            && let Some(journal) = j.as_mut()
+            && let Err(e) = journal.append(&kept)
+        {
+            tracing::error!(queue_id = %kept.queue_id, error = %e, "cannot journal a kept delivery outcome: a restart before it is recorded would relay the message again");
+        }
         if let Ok(mut s) = self.state.lock() {
             s.kept.push(kept);
             s.cause = Some(cause);
@@ -75,6 +105,13 @@ impl Unrecorded {
         if s.kept.is_empty() {
             s.cause = None;
             s.since = None;
+            if let Ok(mut j) = self.journal.lock()
+                && let Some(journal) = j.as_mut()
+                && let Err(e) = journal.clear()
+            {
+                // Harmless: replaying recorded outcomes changes nothing.
+                tracing::warn!(error = %e, "cannot clear the delivery outcome journal");
+            }
             true
         } else {
             false
