@@ -863,6 +863,20 @@ impl Config {
         if self.delivery.retry_schedule.is_empty() {
             return Err(self.invalid("delivery.retry_schedule", "needs at least one interval"));
         }
+        if let Some(short) = self
+            .delivery
+            .retry_schedule
+            .iter()
+            .find(|d| **d < Duration::from_secs(1))
+        {
+            return Err(self.invalid(
+                "delivery.retry_schedule",
+                format!(
+                    "{} is too short: each interval must be at least 1s (a shorter one retries in a tight loop)",
+                    humantime::format_duration(*short)
+                ),
+            ));
+        }
         if self.delivery.max_connections == 0 {
             return Err(self.invalid("delivery.max_connections", "must be at least 1"));
         }

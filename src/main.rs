@@ -237,6 +237,8 @@ fn open_store(rt: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<A
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: queue, documents, keys, accounts.
+    schleuse::store::private::restrict_umask();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -258,6 +260,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = source.load()?;
+            schleuse::store::private::check_creatable_dir(&config.server.data_dir)
+                .map_err(|why| anyhow::anyhow!("server.data_dir: {why}"))?;
             let accounts = schleuse::accounts::Accounts::load(&config.accounts.file)?;
             server::check_listener_accounts(&config, &accounts)?;
             for l in &config.listeners {

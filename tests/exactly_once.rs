@@ -195,6 +195,19 @@ fn disk_full_after_the_upstream_accepted_relays_each_message_once() {
     let mut c = w.client();
     let r = c.send(SENDER, &[RCPT], &simple_message(SENDER, RCPT, "while-full"));
     assert!(r.is(452, "4.3.1"), "{r}");
+    // A document cannot be stored either, and leaves no temporary file.
+    let doc = vec![b'%'; 256 * 1024];
+    let msg = message_with_document(SENDER, RCPT, "doc-while-full", &doc);
+    let r = c.send(SENDER, &[RCPT], &msg);
+    assert!(r.is(452, "4.3.1"), "{r}");
+    let leftovers: Vec<_> = fs::read_dir(w.env.data_dir.join("documents"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        leftovers,
+        Vec::<std::ffi::OsString>::new(),
+        "nothing left in documents/"
+    );
 
     // The upstream accepts them now, while the disk stays full.
     wait_log(&w.gw, "cannot record delivery attempt");

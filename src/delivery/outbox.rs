@@ -11,13 +11,14 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 
 pub fn write(data_dir: &Path, id: &str, message: &[u8]) -> std::io::Result<PathBuf> {
     let dir = dir(data_dir);
-    std::fs::create_dir_all(&dir)?;
+    crate::store::private::private_dir(&dir)?;
     let path = dir.join(format!("{id}.eml"));
     let tmp = dir.join(format!(".{id}.eml.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(message)?;
-        f.sync_all()?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(message).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, &path)?;
     std::fs::File::open(&dir)?.sync_all()?;

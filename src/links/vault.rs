@@ -168,11 +168,12 @@ impl Vault {
     pub async fn purge(&self, keep: Duration) -> Result<Purged, VaultError> {
         let now = now_ms();
         let mut purged = Purged::default();
-        for id in self.store.expire_links(now).await? {
-            self.files
-                .delete(&id)
-                .await
-                .map_err(|e| file_error(&id, e))?;
+        // Expiring is a database write; on a full disk it fails, and then
+        // deleting orphan files (below) is what frees space: go on, and
+        // report the failure at the end.
+        let expired = self.store.expire_links(now).await;
+        for id in expired.as_deref().unwrap_or_default() {
+            self.files.delete(id).await.map_err(|e| file_error(id, e))?;
             purged.expired += 1;
         }
         // Files first, ids second: a document sealed between the two reads
@@ -194,6 +195,7 @@ impl Vault {
                 }
             }
         }
+        expired?;
         let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
         purged.tombstones = self.store.purge_links(before).await?;
         Ok(purged)

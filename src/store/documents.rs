@@ -91,7 +91,7 @@ pub struct LocalFiles {
 
 impl LocalFiles {
     pub fn open(dir: &Path) -> Result<LocalFiles, DocumentError> {
-        std::fs::create_dir_all(dir).map_err(|cause| DocumentError::Io {
+        super::private::private_dir(dir).map_err(|cause| DocumentError::Io {
             path: dir.to_owned(),
             cause,
         })?;
@@ -133,9 +133,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DocumentError + '_ {
 fn write_durably(dir: &Path, path: &Path, data: &[u8]) -> Result<(), DocumentError> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(data).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
+    let written = file.write_all(data).and_then(|()| file.sync_all());
     drop(file);
+    if let Err(cause) = written {
+        // A full disk leaves an empty or partial file: it would only take
+        // the space the next attempt needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(DocumentError::Io { path: tmp, cause });
+    }
     std::fs::rename(&tmp, path).map_err(io(path))?;
     // The rename is durable only once the directory is.
     std::fs::File::open(dir)

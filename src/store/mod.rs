@@ -21,6 +21,7 @@ pub mod links;
 pub mod migrate;
 pub mod objects;
 pub mod postgres;
+pub mod private;
 pub mod pseudonym;
 pub mod sqlite;
 pub mod suppression;

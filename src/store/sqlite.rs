@@ -160,11 +160,21 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `DATA_DIR/queue.db`.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::Io {
+        super::private::private_dir(data_dir).map_err(|cause| StoreError::Io {
             path: data_dir.to_owned(),
             cause,
         })?;
         let path = data_dir.join("queue.db");
+        // A database from before files were private: SQLite gives its WAL
+        // and shared-memory files the database file's mode.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            super::private::private_file(Path::new(&name)).map_err(|cause| StoreError::Io {
+                path: PathBuf::from(&name),
+                cause,
+            })?;
+        }
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch(links::SCHEMA)?;
