@@ -19,21 +19,23 @@
 
 mod proxy;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 use crate::config::{Listener, ListenerTls};
 use crate::metrics::{Handshake, ProxyRefusal};
 use crate::server::Shared;
-use crate::session::{Origin, Outcome, Session, reply};
+use crate::session::{Origin, Outcome, Session, SessionLimits, reply};
 
-/// Live connection counts, total and per client IP.
+/// Live connection counts, total and per client IP, and the sessions that
+/// have not logged in yet (the ones a new client may shed).
 #[derive(Default)]
 pub struct Connections {
     inner: Mutex<ConnCounts>,
@@ -44,17 +46,46 @@ pub struct Connections {
 struct ConnCounts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// Not logged in, by slot id (ids grow, so the oldest comes first).
+    unauth: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+    unauth_per_ip: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+/// One session's place among the live connections, as its session sees it.
+/// The default is a slot outside any count (never shed).
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    id: u64,
+    /// Notified when a new client took this (unauthenticated) slot's place.
+    shed: Arc<Notify>,
+}
+
+impl Slot {
+    /// Resolves once this session has been chosen to make room.
+    pub async fn shed(&self) {
+        self.shed.notified().await
+    }
 }
 
 /// Holds one connection slot; releases it on drop.
 pub struct ConnectionGuard {
     owner: Arc<Shared>,
     ip: IpAddr,
+    slot: Slot,
 }
 
 impl Connections {
     pub fn active(&self) -> usize {
         self.inner.lock().map(|c| c.total).unwrap_or(0)
+    }
+
+    /// The session of `slot` has logged in: it no longer counts against
+    /// `max_unauthenticated_connections` and is never shed.
+    pub fn logged_in(&self, slot: &Slot) {
+        if let Ok(mut counts) = self.inner.lock() {
+            counts.forget_unauth(slot.id);
+        }
     }
 
     /// Waits until no session is left, or the deadline passes.
@@ -72,20 +103,74 @@ impl Connections {
     }
 }
 
-fn try_acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnectionGuard> {
+impl ConnCounts {
+    fn forget_unauth(&mut self, id: u64) -> Option<Arc<Notify>> {
+        let (ip, shed) = self.unauth.remove(&id)?;
+        if let Some(n) = self.unauth_per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.unauth_per_ip.remove(&ip);
+            }
+        }
+        Some(shed)
+    }
+
+    /// Picks the session to close for a newcomer: the oldest not-logged-in
+    /// one of the address holding the most. A flood from a few addresses
+    /// then only ever sheds its own connections, while a client from a
+    /// fresh address, holding one, is the last to go.
+    fn shed_one(&mut self) -> bool {
+        let Some(most) = self.unauth_per_ip.values().copied().max() else {
+            return false;
+        };
+        let victim = self
+            .unauth
+            .iter()
+            .find(|(_, (ip, _))| self.unauth_per_ip.get(ip) == Some(&most))
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| self.forget_unauth(id)) {
+            Some(shed) => {
+                shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A slot for a client, or `None` when it is to be refused. `logged_in`:
+/// the client needs no AUTH (trusted network). At a cap, an idle session
+/// that has not logged in is shed for the newcomer; the count may then run
+/// over the cap by the shed sessions that have not closed yet.
+fn try_acquire(shared: &Arc<Shared>, ip: IpAddr, logged_in: bool) -> Option<ConnectionGuard> {
     let config = shared.config();
+    let limits = &config.limits;
     let mut counts = shared.connections.inner.lock().ok()?;
     let per_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
-    if counts.total >= config.limits.max_connections
-        || per_ip >= config.limits.max_connections_per_ip
-    {
+    if per_ip >= limits.max_connections_per_ip {
+        return None;
+    }
+    let unauth_full = !logged_in && counts.unauth.len() >= limits.max_unauthenticated_connections;
+    if (counts.total >= limits.max_connections || unauth_full) && !counts.shed_one() {
         return None;
     }
     counts.total += 1;
     *counts.per_ip.entry(ip).or_insert(0) += 1;
+    // Ids start at 1: 0 is the default slot, counted nowhere.
+    counts.next_id += 1;
+    let id = counts.next_id;
+    let slot = Slot {
+        id,
+        shed: Arc::new(Notify::new()),
+    };
+    if !logged_in {
+        counts.unauth.insert(id, (ip, Arc::clone(&slot.shed)));
+        *counts.unauth_per_ip.entry(ip).or_insert(0) += 1;
+    }
     Some(ConnectionGuard {
         owner: Arc::clone(shared),
         ip,
+        slot,
     })
 }
 
@@ -93,6 +178,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let conns = &self.owner.connections;
         if let Ok(mut counts) = conns.inner.lock() {
+            counts.forget_unauth(self.slot.id);
             counts.total = counts.total.saturating_sub(1);
             if let Some(n) = counts.per_ip.get_mut(&self.ip) {
                 *n -= 1;
@@ -126,6 +212,7 @@ pub async fn serve(listener: TcpListener, bind: SocketAddr, shared: Arc<Shared>)
                 continue;
             }
         };
+        let connected = Instant::now();
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -146,11 +233,27 @@ pub async fn serve(listener: TcpListener, bind: SocketAddr, shared: Arc<Shared>)
                 peer
             };
             drop(config);
-            let Some(guard) = try_acquire(&shared, client.ip()) else {
+            let trusted_account = lcfg
+                .trusted_networks
+                .iter()
+                .any(|net| net.contains(&client.ip()))
+                .then(|| lcfg.account.clone())
+                .flatten();
+            let Some(guard) = try_acquire(&shared, client.ip(), trusted_account.is_some()) else {
                 refuse(tcp, client).await;
                 return;
             };
-            handle(tcp, client, &lcfg, Arc::clone(&shared)).await;
+            let origin = Origin {
+                peer: client,
+                listener_tls: lcfg.tls,
+                trusted_account,
+                session_id: format!("{:x}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed)),
+            };
+            let limits = SessionLimits {
+                slot: guard.slot.clone(),
+                connected,
+            };
+            handle(tcp, origin, limits, &lcfg, Arc::clone(&shared)).await;
             drop(guard);
         });
     }
@@ -204,21 +307,15 @@ async fn refuse(mut tcp: TcpStream, peer: SocketAddr) {
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&out)).await;
 }
 
-async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<Shared>) {
+async fn handle(
+    tcp: TcpStream,
+    origin: Origin,
+    limits: SessionLimits,
+    lcfg: &Listener,
+    shared: Arc<Shared>,
+) {
     let _ = tcp.set_nodelay(true);
-    let session_id = format!("{:x}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
-    let trusted_account = lcfg
-        .trusted_networks
-        .iter()
-        .any(|net| net.contains(&peer.ip()))
-        .then(|| lcfg.account.clone())
-        .flatten();
-    let origin = Origin {
-        peer,
-        listener_tls: lcfg.tls,
-        trusted_account,
-        session_id,
-    };
+    let peer = origin.peer;
     tracing::debug!(session = %origin.session_id, client = %peer.ip(), "connected");
     crate::metrics::session();
     let handshake = shared.config().timeouts.tls_handshake;
@@ -230,7 +327,10 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
             match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     crate::metrics::tls_handshake(Handshake::Ok);
-                    Session::new(tls, shared, origin, true).run(true).await;
+                    Session::new(tls, shared, origin, true)
+                        .with_limits(limits)
+                        .run(true)
+                        .await;
                 }
                 Ok(Err(e)) => {
                     crate::metrics::tls_handshake(Handshake::Failed);
@@ -243,7 +343,8 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
             }
         }
         ListenerTls::Starttls | ListenerTls::None => {
-            let mut session = Session::new(tcp, Arc::clone(&shared), origin.clone(), false);
+            let mut session = Session::new(tcp, Arc::clone(&shared), origin.clone(), false)
+                .with_limits(limits.clone());
             if let Outcome::StartTls = session.run(true).await {
                 let tcp = session.into_stream();
                 let Some(acceptor) = shared.tls_acceptor() else {
@@ -253,7 +354,10 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, lcfg: &Listener, shared: Arc<S
                     Ok(Ok(tls)) => {
                         crate::metrics::tls_handshake(Handshake::Ok);
                         // A fresh session: nothing from before STARTTLS survives.
-                        Session::new(tls, shared, origin, true).run(false).await;
+                        Session::new(tls, shared, origin, true)
+                            .with_limits(limits)
+                            .run(false)
+                            .await;
                     }
                     Ok(Err(e)) => {
                         crate::metrics::tls_handshake(Handshake::Failed);

@@ -11,6 +11,15 @@
 //! stream. Bytes the client pipelined after `STARTTLS` are dropped with the
 //! old session (CVE-2011-0411 class).
 //!
+//! Deadlines (SPEC §5; Postfix's `smtpd_per_record_deadline` is the
+//! model): each command line must be complete within `timeouts.command`
+//! of the session starting to wait for it, however slowly its bytes come;
+//! a session that has not logged in is closed `timeouts.auth` after
+//! connect, and every session `timeouts.session` after connect, each with
+//! a `421 4.4.2`. Writing a reply is bounded too, so a client that never
+//! reads cannot hold its slot. A not-logged-in session may also be shed
+//! by the listener to make room for a newcomer (`421 4.7.0`).
+//!
 //! Config keys: `[limits]`, `[timeouts]`, `listener.*`, `sending`.
 
 mod auth;
@@ -22,13 +31,14 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::accounts::Account;
 use crate::config::{Config, ListenerTls};
+use crate::listener::Slot;
 use crate::server::Shared;
 use reply::Reply;
 
@@ -36,6 +46,42 @@ use reply::Reply;
 /// `auth_failure_delay`). Per-IP bans after repeated failures are the
 /// limits stage's job.
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
+/// Extra time to write the last reply after a deadline has passed.
+const WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// Where a session stands among the live connections and when its
+/// connection was accepted: the AUTH and session deadlines run from then,
+/// across STARTTLS.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub slot: Slot,
+    pub connected: Instant,
+}
+
+/// Why a session is closed while it waits for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// No complete command line within `timeouts.command`.
+    Command,
+    /// Not logged in within `timeouts.auth`.
+    Login,
+    /// `timeouts.session` since connect.
+    Session,
+    /// Not logged in, and a newcomer needed the slot.
+    Shed,
+}
+
+impl Cut {
+    fn label(self) -> &'static str {
+        match self {
+            Cut::Command => "command_timeout",
+            Cut::Login => "auth_deadline",
+            Cut::Session => "session_deadline",
+            Cut::Shed => "shed",
+        }
+    }
+}
 
 /// What the listener needs to know about where a session runs.
 #[derive(Debug, Clone)]
@@ -59,6 +105,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 struct Envelope {
     sender: String,
+    /// MAIL carried `SMTPUTF8`: non-ASCII addresses are allowed.
+    smtputf8: bool,
     recipients: Vec<String>,
     /// The client's `SIZE=` declaration (0 if none).
     declared_size: usize,
@@ -89,6 +137,9 @@ pub struct Session<S> {
     errors: u32,
     /// Set after an over-long line: skip input up to the next LF.
     discarding_line: bool,
+    limits: SessionLimits,
+    /// When the command line being waited for must be complete.
+    line_deadline: Option<Instant>,
 }
 
 /// What handling one line asks the loop to do next.
@@ -121,7 +172,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             output: Vec::with_capacity(512),
             errors: 0,
             discarding_line: false,
+            limits: SessionLimits {
+                slot: Slot::default(),
+                connected: Instant::now(),
+            },
+            line_deadline: None,
         }
+    }
+
+    /// Places the session among the live connections (the listener's
+    /// caps); without it the session is counted nowhere and its deadlines
+    /// run from its creation.
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn into_stream(self) -> S {
@@ -152,10 +216,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn dialogue(&mut self) -> std::io::Result<Outcome> {
         let mut shutdown = self.shared.shutdown_signal();
+        let slot = self.limits.slot.clone();
         loop {
             // Handle every complete line already buffered (pipelining).
             while let Some(end) = wire::next_line_end(&self.input) {
                 let line: Vec<u8> = self.input.drain(..=end).collect();
+                // The next line gets its own `timeouts.command`.
+                self.line_deadline = None;
                 if std::mem::take(&mut self.discarding_line) {
                     continue;
                 }
@@ -169,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.reply(reply::BARE_LINE_END_CMD);
                         Next::Close
                     }
+                    wire::Line::TooLong => self.reply(reply::LINE_TOO_LONG),
                 };
                 match next {
                     Next::Continue => {}
@@ -185,6 +253,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Next::Data => {
                         self.flush().await?;
                         let r = self.receive_data().await?;
+                        self.line_deadline = None;
                         let close = r.closes();
                         self.reply(r);
                         if close {
@@ -194,7 +263,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
-            if self.input.len() > wire::MAX_LINE {
+            // An over-long line is answered once, when it passes the limit;
+            // the rest of it, up to its line end, is dropped unanswered. Its
+            // `timeouts.command` still runs, which bounds the junk taken.
+            if self.discarding_line {
+                self.input.clear();
+            } else if self.input.len() > wire::MAX_LINE {
                 self.input.clear();
                 self.discarding_line = true;
                 if let Next::Close = self.reply(reply::LINE_TOO_LONG) {
@@ -204,26 +278,107 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             self.flush().await?;
 
-            let timeout = self.config.timeouts.command;
+            let (deadline, cut) = self.next_deadline();
+            let login_pending = self.needs_login();
             let read = tokio::select! {
-                r = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)) => r,
+                r = tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.input)) => r.map_err(|_| cut),
                 _ = shutdown.changed() => {
                     self.reply(reply::SHUTTING_DOWN);
                     self.flush().await?;
                     return Ok(Outcome::Closed);
                 }
+                _ = slot.shed(), if login_pending => Err(Cut::Shed),
             };
-            match read {
-                Err(_) => {
-                    self.reply(reply::TIMEOUT);
-                    self.flush().await?;
-                    return Ok(Outcome::Closed);
-                }
+            let cut = match read {
                 Ok(Ok(0)) => return Ok(Outcome::Closed),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => continue,
                 Ok(Err(e)) => return Err(e),
+                Err(cut) => cut,
+            };
+            self.cut_off(cut).await?;
+            return Ok(Outcome::Closed);
+        }
+    }
+
+    /// Logs, counts and answers a session cut off by a deadline or shed.
+    async fn cut_off(&mut self, cut: Cut) -> std::io::Result<()> {
+        let t = &self.config.timeouts;
+        let r = match cut {
+            Cut::Command => Reply::owned(
+                421,
+                [4, 4, 2],
+                format!(
+                    "No complete command within {}; closing connection",
+                    humantime::format_duration(t.command)
+                ),
+            ),
+            Cut::Login => Reply::owned(
+                421,
+                [4, 4, 2],
+                format!(
+                    "No successful login within {}; closing connection",
+                    humantime::format_duration(t.auth)
+                ),
+            ),
+            Cut::Session => Reply::owned(
+                421,
+                [4, 4, 2],
+                format!(
+                    "Session time limit of {} reached; closing connection, please reconnect",
+                    humantime::format_duration(t.session)
+                ),
+            ),
+            Cut::Shed => reply::SHED,
+        };
+        tracing::info!(
+            session = %self.origin.session_id,
+            client = %self.origin.peer.ip(),
+            reason = cut.label(),
+            "session cut off"
+        );
+        crate::metrics::session_cut(cut.label());
+        self.reply(r);
+        self.flush().await
+    }
+
+    /// True while the session still has to log in (and so has the AUTH
+    /// deadline, and may be shed).
+    fn needs_login(&self) -> bool {
+        self.account.is_none() && !self.trusted
+    }
+
+    /// The first deadline that applies to the wait for the client's next
+    /// bytes, and what it cuts.
+    fn next_deadline(&mut self) -> (Instant, Cut) {
+        let t = &self.config.timeouts;
+        let line = *self
+            .line_deadline
+            .get_or_insert_with(|| Instant::now() + t.command);
+        let mut next = (line, Cut::Command);
+        let session = self.session_end();
+        if session < next.0 {
+            next = (session, Cut::Session);
+        }
+        if self.needs_login() {
+            let login = self.limits.connected + t.auth;
+            if login < next.0 {
+                next = (login, Cut::Login);
             }
         }
+        next
+    }
+
+    /// How long writing a reply may take: a client that does not read
+    /// holds its slot only up to its deadlines (plus a little, so the
+    /// `421` itself can still go out).
+    fn write_deadline(&self) -> Instant {
+        let t = &self.config.timeouts;
+        let now = Instant::now();
+        let mut hard = self.session_end();
+        if self.needs_login() {
+            hard = hard.min(self.limits.connected + t.auth);
+        }
+        (now + t.command).min(hard.max(now + WRITE_GRACE))
     }
 
     /// Queues a reply; counts errors and asks to close after too many.
@@ -244,11 +399,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
-            self.stream.flush().await?;
-            self.output.clear();
+        if self.output.is_empty() {
+            return Ok(());
         }
+        let deadline = self.write_deadline();
+        let write = async {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout_at(deadline.into(), write).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not take the reply in time",
+                ));
+            }
+        }
+        self.output.clear();
         Ok(())
     }
 
@@ -401,6 +569,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// When `timeouts.session` closes this session.
+    fn session_end(&self) -> Instant {
+        self.limits.connected + self.config.timeouts.session
+    }
+
     fn data_timeouts(&self) -> (Duration, Duration) {
         (
             self.config.timeouts.data_block,
@@ -409,8 +582,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
-fn parse_error_reply(e: wire::ParseError) -> Reply {
+fn parse_error_reply(e: wire::BadCommand) -> Reply {
     use wire::ParseError as E;
+    let e = match e {
+        wire::BadCommand::Syntax(e) => e,
+        wire::BadCommand::SenderNotUtf8 => return reply::SENDER_NOT_UTF8,
+        wire::BadCommand::RecipientNotUtf8 => return reply::RCPT_NOT_UTF8,
+    };
     match e {
         E::UnknownCommand => reply::UNKNOWN_COMMAND,
         E::InvalidSenderAddress => reply::BAD_SENDER,
