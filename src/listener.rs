@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use crate::config::{Listener, ListenerTls};
+use crate::config::{Limits, Listener, ListenerTls};
 use crate::metrics::{Handshake, ProxyRefusal};
 use crate::server::Shared;
 use crate::session::{Origin, Outcome, Session, SessionLimits, reply};
@@ -104,6 +104,37 @@ impl Connections {
 }
 
 impl ConnCounts {
+    /// Counts a new client in, or refuses it (`None`). `logged_in`: it
+    /// needs no AUTH (trusted network). At `max_connections`, or for a
+    /// client that must log in at `max_unauthenticated_connections`, an
+    /// idle session that has not logged in is shed for the newcomer; the
+    /// total may then run over the cap by the shed sessions not closed yet.
+    /// Over `max_connections_per_ip` a client is refused.
+    fn admit(&mut self, ip: IpAddr, logged_in: bool, limits: &Limits) -> Option<Slot> {
+        let per_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if per_ip >= limits.max_connections_per_ip {
+            return None;
+        }
+        let unauth_full =
+            !logged_in && self.unauth.len() >= limits.max_unauthenticated_connections;
+        if (self.total >= limits.max_connections || unauth_full) && !self.shed_one() {
+            return None;
+        }
+        self.total += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        // Ids start at 1: 0 is the default slot, counted nowhere.
+        self.next_id += 1;
+        let slot = Slot {
+            id: self.next_id,
+            shed: Arc::new(Notify::new()),
+        };
+        if !logged_in {
+            self.unauth.insert(slot.id, (ip, Arc::clone(&slot.shed)));
+            *self.unauth_per_ip.entry(ip).or_insert(0) += 1;
+        }
+        Some(slot)
+    }
+
     fn forget_unauth(&mut self, id: u64) -> Option<Arc<Notify>> {
         let (ip, shed) = self.unauth.remove(&id)?;
         if let Some(n) = self.unauth_per_ip.get_mut(&ip) {
@@ -138,35 +169,12 @@ impl ConnCounts {
     }
 }
 
-/// A slot for a client, or `None` when it is to be refused. `logged_in`:
-/// the client needs no AUTH (trusted network). At a cap, an idle session
-/// that has not logged in is shed for the newcomer; the count may then run
-/// over the cap by the shed sessions that have not closed yet.
+/// A slot for a client, or `None` when it is to be refused (see
+/// [`ConnCounts::admit`]).
 fn try_acquire(shared: &Arc<Shared>, ip: IpAddr, logged_in: bool) -> Option<ConnectionGuard> {
     let config = shared.config();
-    let limits = &config.limits;
     let mut counts = shared.connections.inner.lock().ok()?;
-    let per_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
-    if per_ip >= limits.max_connections_per_ip {
-        return None;
-    }
-    let unauth_full = !logged_in && counts.unauth.len() >= limits.max_unauthenticated_connections;
-    if (counts.total >= limits.max_connections || unauth_full) && !counts.shed_one() {
-        return None;
-    }
-    counts.total += 1;
-    *counts.per_ip.entry(ip).or_insert(0) += 1;
-    // Ids start at 1: 0 is the default slot, counted nowhere.
-    counts.next_id += 1;
-    let id = counts.next_id;
-    let slot = Slot {
-        id,
-        shed: Arc::new(Notify::new()),
-    };
-    if !logged_in {
-        counts.unauth.insert(id, (ip, Arc::clone(&slot.shed)));
-        *counts.unauth_per_ip.entry(ip).or_insert(0) += 1;
-    }
+    let slot = counts.admit(ip, logged_in, &config.limits)?;
     Some(ConnectionGuard {
         owner: Arc::clone(shared),
         ip,
@@ -370,5 +378,73 @@ async fn handle(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per_ip: usize, unauth: usize) -> Limits {
+        Limits {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            max_unauthenticated_connections: unauth,
+            ..Limits::default()
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, n])
+    }
+
+    /// True if the slot was chosen to make room.
+    fn was_shed(slot: &Slot) -> bool {
+        use std::future::Future;
+        let shed = slot.shed();
+        let mut shed = std::pin::pin!(shed);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        shed.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_newcomer_sheds_the_busiest_address_oldest_first() {
+        let l = limits(5, 5, 5);
+        let mut c = ConnCounts::default();
+        let flood: Vec<Slot> = (0..4).map(|_| c.admit(ip(2), false, &l).expect("room")).collect();
+        let mine = c.admit(ip(3), false, &l).expect("room");
+        // Full: the next one sheds the oldest of 127.0.0.2, never 127.0.0.3.
+        let next = c.admit(ip(4), false, &l).expect("shed for it");
+        assert!(was_shed(&flood[0]));
+        assert!(!flood[1..].iter().any(was_shed) && !was_shed(&mine) && !was_shed(&next));
+        assert_eq!(c.total, 6, "the shed session counts until it closes");
+        c.admit(ip(5), false, &l).expect("shed for it");
+        assert!(was_shed(&flood[1]) && !was_shed(&mine));
+    }
+
+    #[test]
+    fn logged_in_sessions_are_never_shed() {
+        let l = limits(3, 3, 3);
+        let mut c = ConnCounts::default();
+        let trusted = c.admit(ip(2), true, &l).expect("room");
+        let a = c.admit(ip(2), false, &l).expect("room");
+        let b = c.admit(ip(3), false, &l).expect("room");
+        c.forget_unauth(a.id);
+        c.forget_unauth(b.id);
+        assert!(c.admit(ip(4), false, &l).is_none(), "nobody to shed");
+        assert!(!was_shed(&trusted) && !was_shed(&a) && !was_shed(&b));
+    }
+
+    #[test]
+    fn the_unauthenticated_budget_is_smaller_than_the_cap() {
+        let l = limits(10, 10, 2);
+        let mut c = ConnCounts::default();
+        let first = c.admit(ip(2), false, &l).expect("room");
+        c.admit(ip(2), false, &l).expect("room");
+        c.admit(ip(3), true, &l).expect("a trusted client is not counted there");
+        c.admit(ip(4), false, &l).expect("shed for it");
+        assert!(was_shed(&first));
+        assert_eq!(c.unauth.len(), 2);
+        assert!(c.admit(ip(5), false, &limits(10, 0, 2)).is_none(), "per-IP cap");
     }
 }
