@@ -1,8 +1,14 @@
 //! Listeners: accept connections, enforce connection caps, run sessions.
 //!
-//! Caps (SPEC §5): `limits.max_connections` in total and
-//! `limits.max_connections_per_ip` per client address; a client over either
-//! gets `421 4.7.0` and is disconnected. `accept` errors (e.g. out of file
+//! Caps (SPEC §5): `limits.max_connections` in total,
+//! `limits.max_connections_per_ip` per client address and
+//! `limits.max_unauthenticated_connections` for sessions that have not
+//! logged in. A client over its address's cap gets `421 4.7.0` and is
+//! disconnected. At either of the other two a newcomer is still greeted:
+//! an idle not-logged-in session is shed for it, the oldest of the address
+//! holding the most (anvil-style fairness: a flood from a few addresses
+//! sheds its own connections first); only when every session has logged in
+//! is the newcomer refused. `accept` errors (e.g. out of file
 //! descriptors) back off instead of spinning. Implicit-TLS listeners
 //! handshake before the greeting; STARTTLS listeners upgrade on request.
 //!
@@ -115,8 +121,7 @@ impl ConnCounts {
         if per_ip >= limits.max_connections_per_ip {
             return None;
         }
-        let unauth_full =
-            !logged_in && self.unauth.len() >= limits.max_unauthenticated_connections;
+        let unauth_full = !logged_in && self.unauth.len() >= limits.max_unauthenticated_connections;
         if (self.total >= limits.max_connections || unauth_full) && !self.shed_one() {
             return None;
         }
@@ -411,7 +416,9 @@ mod tests {
     fn a_newcomer_sheds_the_busiest_address_oldest_first() {
         let l = limits(5, 5, 5);
         let mut c = ConnCounts::default();
-        let flood: Vec<Slot> = (0..4).map(|_| c.admit(ip(2), false, &l).expect("room")).collect();
+        let flood: Vec<Slot> = (0..4)
+            .map(|_| c.admit(ip(2), false, &l).expect("room"))
+            .collect();
         let mine = c.admit(ip(3), false, &l).expect("room");
         // Full: the next one sheds the oldest of 127.0.0.2, never 127.0.0.3.
         let next = c.admit(ip(4), false, &l).expect("shed for it");
@@ -441,10 +448,14 @@ mod tests {
         let mut c = ConnCounts::default();
         let first = c.admit(ip(2), false, &l).expect("room");
         c.admit(ip(2), false, &l).expect("room");
-        c.admit(ip(3), true, &l).expect("a trusted client is not counted there");
+        c.admit(ip(3), true, &l)
+            .expect("a trusted client is not counted there");
         c.admit(ip(4), false, &l).expect("shed for it");
         assert!(was_shed(&first));
         assert_eq!(c.unauth.len(), 2);
-        assert!(c.admit(ip(5), false, &limits(10, 0, 2)).is_none(), "per-IP cap");
+        assert!(
+            c.admit(ip(5), false, &limits(10, 0, 2)).is_none(),
+            "per-IP cap"
+        );
     }
 }

@@ -65,7 +65,11 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
 pub struct EscapedFields;
 
 impl<'writer> FormatFields<'writer> for EscapedFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         let mut escaping = Escaping(&mut writer);
         let mut visitor = DefaultVisitor::new(Writer::new(&mut escaping), true);
         fields.record(&mut visitor);
@@ -131,7 +135,10 @@ mod tests {
             escaped("a\nb\r\t\0\u{1b}[31m\u{7f}"),
             "a\\nb\\r\\t\\0\\x1b[31m\\x7f"
         );
-        assert_eq!(escaped("\u{85}\u{9b}\u{2028}\u{202e}x"), "\\u{85}\\u{9b}\\u{2028}\\u{202e}x");
+        assert_eq!(
+            escaped("\u{85}\u{9b}\u{2028}\u{202e}x"),
+            "\\u{85}\\u{9b}\\u{2028}\\u{202e}x"
+        );
         assert!(!escaped("\u{1}\u{1f}\u{80}\u{9f}\u{2069}").contains(is_unsafe));
     }
 

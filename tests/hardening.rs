@@ -37,8 +37,8 @@ fn timeouts(text: String, command: &str, auth: &str, session: &str) -> String {
 
 /// A TCP connection to the gateway from 127.0.0.`host`.
 fn connect_from(host: u8, port: u16) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
     socket.bind(&local.into()).expect("bind a loopback source");
     let remote = SocketAddr::from(([127, 0, 0, 1], port));
@@ -86,7 +86,11 @@ fn idle_connections_that_never_log_in_do_not_lock_out_a_new_client() {
         for _ in 0..20 {
             let mut s = connect_from(host, port);
             let greeting = read_line(&mut s, Duration::from_secs(30)).expect("greeting");
-            assert!(greeting.starts_with("220 "), "idle #{}: {greeting}", idle.len());
+            assert!(
+                greeting.starts_with("220 "),
+                "idle #{}: {greeting}",
+                idle.len()
+            );
             idle.push(s);
         }
     }
@@ -160,7 +164,11 @@ fn trickle(port: u16, tls_first: bool, bytes: &'static [u8], pace: Duration) -> 
         match s.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
         while let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
@@ -198,9 +206,19 @@ fn trickling_clients_are_cut_off_at_their_deadlines() {
     );
 
     for (name, t, deadline, text) in [
-        ("not logged in", &login, 12, "No successful login within 12s"),
-        ("trusted", &session, 18, "Session time limit of 18s"),
-        ("never-ending line", &line, 9, "No complete command within 9s"),
+        (
+            "not logged in",
+            &login,
+            12,
+            "No successful login within 12s",
+        ),
+        ("trusted", &session, 18, "Session time limit reached: 18s"),
+        (
+            "never-ending line",
+            &line,
+            9,
+            "No complete command within 9s",
+        ),
     ] {
         let last = t.replies.last().cloned().unwrap_or_default();
         assert!(
@@ -217,8 +235,19 @@ fn trickling_clients_are_cut_off_at_their_deadlines() {
         );
     }
     // The NOOPs before the cut were served.
-    assert!(login.replies.iter().any(|r| r.starts_with("250")), "{:?}", login.replies);
-    assert!(session.replies.iter().filter(|r| r.starts_with("250")).count() >= 2);
+    assert!(
+        login.replies.iter().any(|r| r.starts_with("250")),
+        "{:?}",
+        login.replies
+    );
+    assert!(
+        session
+            .replies
+            .iter()
+            .filter(|r| r.starts_with("250"))
+            .count()
+            >= 2
+    );
     assert_eq!(line.replies.len(), 1, "{:?}", line.replies);
 }
 
@@ -315,14 +344,20 @@ fn client_text_cannot_forge_log_lines() {
         let _ = child.kill();
         let _ = child.wait();
         let text = found.unwrap_or_else(|| {
-            panic!("no failed login logged ({format}):\n{}", fs::read_to_string(&log).unwrap_or_default())
+            panic!(
+                "no failed login logged ({format}):\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            )
         });
 
         let raw: Vec<char> = text
             .chars()
             .filter(|&c| c != '\n' && (c.is_control() || c == '\u{9b}'))
             .collect();
-        assert!(raw.is_empty(), "{format} log has raw control characters {raw:?}:\n{text}");
+        assert!(
+            raw.is_empty(),
+            "{format} log has raw control characters {raw:?}:\n{text}"
+        );
         for line in text.lines() {
             assert!(
                 !line.trim_start().starts_with("FAKE"),
@@ -342,7 +377,9 @@ fn client_text_cannot_forge_log_lines() {
         }
         if format == "human" {
             assert!(
-                text.contains("x\\nFAKE INFO authenticated session=99 account=via\\x1b[31m\\0\\u{9b}2J"),
+                text.contains(
+                    "x\\nFAKE INFO authenticated session=99 account=via\\x1b[31m\\0\\u{9b}2J"
+                ),
                 "the user name, escaped:\n{text}"
             );
         }
@@ -365,7 +402,10 @@ fn addresses_are_relayed_unchanged_or_refused() {
 
     // Invalid UTF-8 is no address: refused, never turned into p\u{fffd}rent@.
     for smtputf8 in ["", " SMTPUTF8"] {
-        let r = cmd(&mut c, format!("MAIL FROM:<sender@example.com>{smtputf8}").as_bytes());
+        let r = cmd(
+            &mut c,
+            format!("MAIL FROM:<sender@example.com>{smtputf8}").as_bytes(),
+        );
         assert_eq!(r.code, 250, "{r}");
         let r = cmd(&mut c, b"RCPT TO:<p\xe4rent@example.org>");
         assert!(r.is(501, "5.1.3"), "invalid UTF-8 recipient: {r}");
@@ -376,7 +416,10 @@ fn addresses_are_relayed_unchanged_or_refused() {
         let r = cmd(&mut c, &raw);
         assert!(r.is(501, "5.1.7"), "invalid UTF-8 sender: {r}");
 
-        let r = cmd(&mut c, format!("MAIL FROM:<s\u{e4}nder@example.com>{smtputf8}").as_bytes());
+        let r = cmd(
+            &mut c,
+            format!("MAIL FROM:<s\u{e4}nder@example.com>{smtputf8}").as_bytes(),
+        );
         if smtputf8.is_empty() {
             assert!(r.is(553, "5.6.7"), "non-ASCII sender without SMTPUTF8: {r}");
         } else {
@@ -388,9 +431,15 @@ fn addresses_are_relayed_unchanged_or_refused() {
     // Non-ASCII recipients only after SMTPUTF8 (RFC 6531 §3.5).
     assert_eq!(cmd(&mut c, b"MAIL FROM:<sender@example.com>").code, 250);
     let r = cmd(&mut c, "RCPT TO:<p\u{e4}rent@example.org>".as_bytes());
-    assert!(r.is(553, "5.6.7"), "non-ASCII recipient without SMTPUTF8: {r}");
+    assert!(
+        r.is(553, "5.6.7"),
+        "non-ASCII recipient without SMTPUTF8: {r}"
+    );
     assert_eq!(cmd(&mut c, b"RSET").code, 250);
-    assert_eq!(cmd(&mut c, b"MAIL FROM:<sender@example.com> SMTPUTF8").code, 250);
+    assert_eq!(
+        cmd(&mut c, b"MAIL FROM:<sender@example.com> SMTPUTF8").code,
+        250
+    );
     let r = cmd(&mut c, "RCPT TO:<p\u{e4}rent@example.org>".as_bytes());
     assert_eq!(r.code, 250, "non-ASCII recipient with SMTPUTF8: {r}");
     // Quoted local parts come out of the parser unquoted: refused.

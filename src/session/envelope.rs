@@ -215,7 +215,13 @@ mod tests {
         assert!(check_address("pär@example.org", true, Role::Recipient).is_ok());
         let r = check_address("pär@example.org", false, Role::Recipient).unwrap_err();
         assert_eq!((r.code, r.esc), (553, [5, 6, 7]));
-        for bad in ["a b@x.org", "a@b@x.org", "a\"b@x.org", "a\u{1b}[31m@x.org", "a\0@x.org"] {
+        for bad in [
+            "a b@x.org",
+            "a@b@x.org",
+            "a\"b@x.org",
+            "a\u{1b}[31m@x.org",
+            "a\0@x.org",
+        ] {
             let r = check_address(bad, true, Role::Sender).unwrap_err();
             assert_eq!((r.code, r.esc), (501, [5, 1, 7]), "{bad:?}");
         }

@@ -24,10 +24,13 @@
 
 mod auth;
 mod data;
+mod deadline;
 mod envelope;
 pub mod reply;
 mod suppression;
 pub mod wire;
+
+pub use deadline::SessionLimits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,48 +43,13 @@ use crate::accounts::Account;
 use crate::config::{Config, ListenerTls};
 use crate::listener::Slot;
 use crate::server::Shared;
+use deadline::Cut;
 use reply::Reply;
 
 /// How long a failed AUTH waits before its `535` (like Dovecot's
 /// `auth_failure_delay`). Per-IP bans after repeated failures are the
 /// limits stage's job.
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
-
-/// Extra time to write the last reply after a deadline has passed.
-const WRITE_GRACE: Duration = Duration::from_secs(5);
-
-/// Where a session stands among the live connections and when its
-/// connection was accepted: the AUTH and session deadlines run from then,
-/// across STARTTLS.
-#[derive(Debug, Clone)]
-pub struct SessionLimits {
-    pub slot: Slot,
-    pub connected: Instant,
-}
-
-/// Why a session is closed while it waits for the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// No complete command line within `timeouts.command`.
-    Command,
-    /// Not logged in within `timeouts.auth`.
-    Login,
-    /// `timeouts.session` since connect.
-    Session,
-    /// Not logged in, and a newcomer needed the slot.
-    Shed,
-}
-
-impl Cut {
-    fn label(self) -> &'static str {
-        match self {
-            Cut::Command => "command_timeout",
-            Cut::Login => "auth_deadline",
-            Cut::Session => "session_deadline",
-            Cut::Shed => "shed",
-        }
-    }
-}
 
 /// What the listener needs to know about where a session runs.
 #[derive(Debug, Clone)]
@@ -300,87 +268,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Logs, counts and answers a session cut off by a deadline or shed.
-    async fn cut_off(&mut self, cut: Cut) -> std::io::Result<()> {
-        let t = &self.config.timeouts;
-        let r = match cut {
-            Cut::Command => Reply::owned(
-                421,
-                [4, 4, 2],
-                format!(
-                    "No complete command within {}; closing connection",
-                    humantime::format_duration(t.command)
-                ),
-            ),
-            Cut::Login => Reply::owned(
-                421,
-                [4, 4, 2],
-                format!(
-                    "No successful login within {}; closing connection",
-                    humantime::format_duration(t.auth)
-                ),
-            ),
-            Cut::Session => Reply::owned(
-                421,
-                [4, 4, 2],
-                format!(
-                    "Session time limit of {} reached; closing connection, please reconnect",
-                    humantime::format_duration(t.session)
-                ),
-            ),
-            Cut::Shed => reply::SHED,
-        };
-        tracing::info!(
-            session = %self.origin.session_id,
-            client = %self.origin.peer.ip(),
-            reason = cut.label(),
-            "session cut off"
-        );
-        crate::metrics::session_cut(cut.label());
-        self.reply(r);
-        self.flush().await
-    }
-
-    /// True while the session still has to log in (and so has the AUTH
-    /// deadline, and may be shed).
-    fn needs_login(&self) -> bool {
-        self.account.is_none() && !self.trusted
-    }
-
-    /// The first deadline that applies to the wait for the client's next
-    /// bytes, and what it cuts.
-    fn next_deadline(&mut self) -> (Instant, Cut) {
-        let t = &self.config.timeouts;
-        let line = *self
-            .line_deadline
-            .get_or_insert_with(|| Instant::now() + t.command);
-        let mut next = (line, Cut::Command);
-        let session = self.session_end();
-        if session < next.0 {
-            next = (session, Cut::Session);
-        }
-        if self.needs_login() {
-            let login = self.limits.connected + t.auth;
-            if login < next.0 {
-                next = (login, Cut::Login);
-            }
-        }
-        next
-    }
-
-    /// How long writing a reply may take: a client that does not read
-    /// holds its slot only up to its deadlines (plus a little, so the
-    /// `421` itself can still go out).
-    fn write_deadline(&self) -> Instant {
-        let t = &self.config.timeouts;
-        let now = Instant::now();
-        let mut hard = self.session_end();
-        if self.needs_login() {
-            hard = hard.min(self.limits.connected + t.auth);
-        }
-        (now + t.command).min(hard.max(now + WRITE_GRACE))
-    }
-
     /// Queues a reply; counts errors and asks to close after too many.
     fn reply(&mut self, r: Reply) -> Next {
         r.write_to(&mut self.output);
@@ -567,11 +454,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 None
             }
         }
-    }
-
-    /// When `timeouts.session` closes this session.
-    fn session_end(&self) -> Instant {
-        self.limits.connected + self.config.timeouts.session
     }
 
     fn data_timeouts(&self) -> (Duration, Duration) {

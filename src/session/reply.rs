@@ -162,11 +162,8 @@ pub const BAD_SENDER: Reply = Reply::new(501, [5, 1, 7], "Bad sender address syn
 // Invalid UTF-8 is no address in any syntax (RFC 6531 §3.3 builds on
 // RFC 3629 UTF-8): a syntax error of the mailbox, 501 with X.1.7 / X.1.3
 // (RFC 3463), not the policy refusal 553 X.6.7 of a well-formed one.
-pub const SENDER_NOT_UTF8: Reply = Reply::new(
-    501,
-    [5, 1, 7],
-    "Bad sender address syntax: not valid UTF-8",
-);
+pub const SENDER_NOT_UTF8: Reply =
+    Reply::new(501, [5, 1, 7], "Bad sender address syntax: not valid UTF-8");
 pub const RCPT_NOT_UTF8: Reply = Reply::new(
     501,
     [5, 1, 3],
