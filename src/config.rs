@@ -328,6 +328,11 @@ pub struct Limits {
     pub max_recipients_per_message: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connections that have not logged in yet (trusted networks count as
+    /// logged in). At this budget, or at `max_connections`, a new client
+    /// sheds the oldest of them from the address holding the most, instead
+    /// of being refused: idlers cannot lock legitimate clients out.
+    pub max_unauthenticated_connections: usize,
     /// Protocol errors after which a session is dropped.
     pub max_errors_per_session: u32,
     /// Messages (MAIL FROM) per client IP and minute; 0: no limit.
@@ -354,6 +359,7 @@ impl Default for Limits {
             max_recipients_per_message: 50,
             max_connections: 500,
             max_connections_per_ip: 50,
+            max_unauthenticated_connections: 100,
             max_errors_per_session: 10,
             ip_messages_per_minute: 120,
             account_messages_per_hour: 500,
@@ -370,9 +376,17 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// Waiting for the next command.
+    /// Receiving one whole command line, from the moment the session waits
+    /// for it (a deadline per line, like Postfix's
+    /// `smtpd_per_record_deadline`, not per read).
     #[serde(deserialize_with = "duration")]
     pub command: Duration,
+    /// From connect to a successful AUTH; trusted networks are exempt.
+    #[serde(deserialize_with = "duration")]
+    pub auth: Duration,
+    /// The whole session, from connect, however busy.
+    #[serde(deserialize_with = "duration")]
+    pub session: Duration,
     /// Waiting for the next chunk of DATA.
     #[serde(deserialize_with = "duration")]
     pub data_block: Duration,
@@ -388,6 +402,8 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             command: Duration::from_secs(300),
+            auth: Duration::from_secs(30),
+            session: Duration::from_secs(3600),
             data_block: Duration::from_secs(180),
             data_total: Duration::from_secs(600),
             tls_handshake: Duration::from_secs(30),
@@ -896,6 +912,10 @@ impl Config {
                 "limits.max_connections_per_ip",
                 self.limits.max_connections_per_ip,
             ),
+            (
+                "limits.max_unauthenticated_connections",
+                self.limits.max_unauthenticated_connections,
+            ),
         ] {
             if v == 0 {
                 return Err(self.invalid(key, "must be at least 1"));
@@ -907,6 +927,9 @@ impl Config {
                 self.limits.auth_failure_window,
             ),
             ("limits.auth_ban_time", self.limits.auth_ban_time),
+            ("timeouts.command", self.timeouts.command),
+            ("timeouts.auth", self.timeouts.auth),
+            ("timeouts.session", self.timeouts.session),
         ] {
             if d < Duration::from_secs(1) {
                 return Err(self.invalid(key, "must be at least 1s"));

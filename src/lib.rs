@@ -33,6 +33,7 @@ pub mod dkim;
 pub mod limits;
 pub mod links;
 pub mod listener;
+pub mod logfmt;
 pub mod metrics;
 pub mod policy;
 pub mod privacy;

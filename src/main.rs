@@ -1,5 +1,6 @@
 //! The `schleuse` command line (SPEC §3).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use schleuse::config::{Config, LogFormat};
 use schleuse::server::{self, ConfigSource};
 use schleuse::store::Store;
-use schleuse::{admin, dkim};
+use schleuse::{admin, dkim, logfmt};
 
 const DEFAULT_CONFIG: &str = "conf/schleuse.toml";
 
@@ -214,13 +215,22 @@ fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
         .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCHLEUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Client-provided text is escaped in both formats (`schleuse::logfmt`);
+    // colours only on a terminal, never in a file or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_writer(logfmt::JsonEscaped(std::io::stderr))
+            .init(),
+        LogFormat::Human => builder
+            .fmt_fields(logfmt::EscapedFields)
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }
 

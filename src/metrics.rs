@@ -73,6 +73,7 @@ pub const AUTH_BANS: &str = "schleuse_auth_bans_total";
 pub const AUTH_BANS_ACTIVE: &str = "schleuse_auth_bans_active";
 pub const BANNED_CONNECTIONS: &str = "schleuse_smtp_banned_connections_total";
 pub const PROXY_REFUSED: &str = "schleuse_smtp_proxy_refused_total";
+pub const SESSIONS_CUT: &str = "schleuse_smtp_sessions_cut_total";
 pub const ANOMALY_HOLDS: &str = "schleuse_anomaly_holds_total";
 
 /// Every `outcome` of [`LINK_DOWNLOADS`] (`crate::links::DownloadOutcome`).
@@ -99,6 +100,14 @@ pub const REJECT_REASONS: [&str; 15] = [
 
 /// Every `reason` of [`PROXY_REFUSED`] (see [`ProxyRefusal`]).
 pub const PROXY_REFUSAL_REASONS: [&str; 3] = ["untrusted", "invalid", "timeout"];
+
+/// The `reason` labels of [`SESSIONS_CUT`].
+pub const CUT_REASONS: [&str; 4] = [
+    "command_timeout",
+    "auth_deadline",
+    "session_deadline",
+    "shed",
+];
 
 /// Bucket bounds of [`UPSTREAM_LATENCY`]: a relay transaction takes tens of
 /// milliseconds on a good day and the whole upstream timeout on a bad one.
@@ -243,6 +252,10 @@ fn describe() {
         "Connections and AUTH attempts refused with 421 because the client IP is banned."
     );
     describe_counter!(
+        SESSIONS_CUT,
+        "SMTP sessions closed with 421 by a deadline ([timeouts] command, auth, session) or shed for a newcomer, by reason."
+    );
+    describe_counter!(
         PROXY_REFUSED,
         "Connections closed without a greeting on a proxy_protocol listener, by reason."
     );
@@ -283,6 +296,9 @@ fn zero() {
     }
     for r in PROXY_REFUSAL_REASONS {
         counter!(PROXY_REFUSED, "reason" => r).increment(0);
+    }
+    for r in CUT_REASONS {
+        counter!(SESSIONS_CUT, "reason" => r).increment(0);
     }
     for r in REJECT_REASONS {
         counter!(MESSAGES_REJECTED, "reason" => r).increment(0);
@@ -331,6 +347,11 @@ pub fn anomaly_hold(account: &str) {
 /// A connection (or AUTH) refused because its IP is banned.
 pub fn banned_connection() {
     counter!(BANNED_CONNECTIONS).increment(1);
+}
+
+/// A session closed by a deadline or shed (one of [`CUT_REASONS`]).
+pub fn session_cut(reason: &'static str) {
+    counter!(SESSIONS_CUT, "reason" => reason).increment(1);
 }
 
 /// A connection refused on a `proxy_protocol` listener.

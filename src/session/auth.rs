@@ -131,6 +131,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     "authenticated"
                 );
                 self.account = Some(account);
+                // No longer subject to the AUTH deadline, nor shed.
+                self.shared.connections.logged_in(&self.limits.slot);
                 reply::AUTH_OK
             }
             Ok(None) => self.auth_failed(&user, "wrong name or password").await,

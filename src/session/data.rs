@@ -119,7 +119,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn receive_data(&mut self) -> std::io::Result<Reply> {
         let max = usize::try_from(self.config.limits.max_message_size).unwrap_or(usize::MAX);
         let (block, total) = self.data_timeouts();
-        let deadline = Instant::now() + total;
+        // The session's own deadline holds during DATA too.
+        let deadline = (Instant::now() + total).min(self.session_end());
         let expected = self.envelope.as_ref().map_or(0, |e| e.declared_size);
         let mut rx = wire::DataIn::new(max, expected);
 

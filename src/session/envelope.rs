@@ -9,12 +9,16 @@
 //! (`super::suppression`). Account quotas and the client IP's message rate
 //! are checked at MAIL, recipients per day at RCPT (`450 4.7.1` with a
 //! retry hint; see `crate::limits`).
+//!
+//! An address is relayed exactly as received, or refused: non-ASCII only
+//! after `SMTPUTF8` on MAIL (`553 5.6.7`, RFC 6531 §3.5), invalid UTF-8 and
+//! what smtp-proto would hand on changed (unquoted) get `501 5.1.7`/`5.1.3`.
 
 use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply::{self, Reply};
-use super::{Envelope, Session};
+use super::{Envelope, Session, wire};
 use crate::accounts::Account;
 use crate::config::Sending;
 use crate::limits::{self, Kind, Quotas};
@@ -103,6 +107,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             crate::metrics::rejected(&reply::SENDING_DISABLED);
             return reply::SENDING_DISABLED;
         }
+        let smtputf8 = from.flags & wire::MAIL_SMTPUTF8 != 0;
+        if let Err(r) = check_address(&from.address, smtputf8, Role::Sender) {
+            self.log_rejection("mail", &r);
+            return r;
+        }
         if from.size as u64 > self.config.limits.max_message_size {
             let r = reply::TOO_BIG;
             self.log_rejection("mail", &r);
@@ -122,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.envelope = Some(Envelope {
             sender: from.address,
+            smtputf8,
             recipients: Vec::new(),
             declared_size: from.size,
         });
@@ -136,6 +146,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(envelope) = &mut self.envelope else {
             return reply::NEED_MAIL;
         };
+        if let Err(r) = check_address(&to.address, envelope.smtputf8, Role::Recipient) {
+            return r;
+        }
         if !policy::plausible_recipient(&to.address) {
             return reply::BAD_RCPT;
         }
@@ -163,5 +176,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             envelope.recipients.push(to.address);
         }
         reply::RCPT_OK
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Sender,
+    Recipient,
+}
+
+/// Refuses an address that could not be relayed as the client meant it.
+/// smtp-proto strips the quotes of a quoted local part (`"a b"@x` comes as
+/// `a b@x`), so what is left must need none: no space, quote, backslash,
+/// control character or second `@`. Without `SMTPUTF8`, ASCII only.
+fn check_address(address: &str, smtputf8: bool, role: Role) -> Result<(), Reply> {
+    let (unsupported, needs_utf8) = match role {
+        Role::Sender => (reply::SENDER_UNSUPPORTED, reply::SENDER_NEEDS_SMTPUTF8),
+        Role::Recipient => (reply::RCPT_UNSUPPORTED, reply::RCPT_NEEDS_SMTPUTF8),
+    };
+    let odd = |c: char| c.is_control() || matches!(c, ' ' | '"' | '\\');
+    if address.chars().any(odd) || address.matches('@').count() > 1 {
+        return Err(unsupported);
+    }
+    if !smtputf8 && !address.is_ascii() {
+        return Err(needs_utf8);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_pass_unchanged_or_not_at_all() {
+        assert!(check_address("a.b+c@example.org", false, Role::Sender).is_ok());
+        assert!(check_address("", false, Role::Sender).is_ok());
+        assert!(check_address("pär@example.org", true, Role::Recipient).is_ok());
+        let r = check_address("pär@example.org", false, Role::Recipient).unwrap_err();
+        assert_eq!((r.code, r.esc), (553, [5, 6, 7]));
+        for bad in [
+            "a b@x.org",
+            "a@b@x.org",
+            "a\"b@x.org",
+            "a\u{1b}[31m@x.org",
+            "a\0@x.org",
+        ] {
+            let r = check_address(bad, true, Role::Sender).unwrap_err();
+            assert_eq!((r.code, r.esc), (501, [5, 1, 7]), "{bad:?}");
+        }
     }
 }

@@ -11,25 +11,39 @@
 //! stream. Bytes the client pipelined after `STARTTLS` are dropped with the
 //! old session (CVE-2011-0411 class).
 //!
+//! Deadlines (SPEC §5; Postfix's `smtpd_per_record_deadline` is the
+//! model): each command line must be complete within `timeouts.command`
+//! of the session starting to wait for it, however slowly its bytes come;
+//! a session that has not logged in is closed `timeouts.auth` after
+//! connect, and every session `timeouts.session` after connect, each with
+//! a `421 4.4.2`. Writing a reply is bounded too, so a client that never
+//! reads cannot hold its slot. A not-logged-in session may also be shed
+//! by the listener to make room for a newcomer (`421 4.7.0`).
+//!
 //! Config keys: `[limits]`, `[timeouts]`, `listener.*`, `sending`.
 
 mod auth;
 mod data;
+mod deadline;
 mod envelope;
 pub mod reply;
 mod suppression;
 pub mod wire;
 
+pub use deadline::SessionLimits;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::accounts::Account;
 use crate::config::{Config, ListenerTls};
+use crate::listener::Slot;
 use crate::server::Shared;
+use deadline::Cut;
 use reply::Reply;
 
 /// How long a failed AUTH waits before its `535` (like Dovecot's
@@ -59,6 +73,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 struct Envelope {
     sender: String,
+    /// MAIL carried `SMTPUTF8`: non-ASCII addresses are allowed.
+    smtputf8: bool,
     recipients: Vec<String>,
     /// The client's `SIZE=` declaration (0 if none).
     declared_size: usize,
@@ -89,6 +105,9 @@ pub struct Session<S> {
     errors: u32,
     /// Set after an over-long line: skip input up to the next LF.
     discarding_line: bool,
+    limits: SessionLimits,
+    /// When the command line being waited for must be complete.
+    line_deadline: Option<Instant>,
 }
 
 /// What handling one line asks the loop to do next.
@@ -121,7 +140,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             output: Vec::with_capacity(512),
             errors: 0,
             discarding_line: false,
+            limits: SessionLimits {
+                slot: Slot::default(),
+                connected: Instant::now(),
+            },
+            line_deadline: None,
         }
+    }
+
+    /// Places the session among the live connections (the listener's
+    /// caps); without it the session is counted nowhere and its deadlines
+    /// run from its creation.
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn into_stream(self) -> S {
@@ -152,10 +184,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn dialogue(&mut self) -> std::io::Result<Outcome> {
         let mut shutdown = self.shared.shutdown_signal();
+        let slot = self.limits.slot.clone();
         loop {
             // Handle every complete line already buffered (pipelining).
             while let Some(end) = wire::next_line_end(&self.input) {
                 let line: Vec<u8> = self.input.drain(..=end).collect();
+                // The next line gets its own `timeouts.command`.
+                self.line_deadline = None;
                 if std::mem::take(&mut self.discarding_line) {
                     continue;
                 }
@@ -169,6 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.reply(reply::BARE_LINE_END_CMD);
                         Next::Close
                     }
+                    wire::Line::TooLong => self.reply(reply::LINE_TOO_LONG),
                 };
                 match next {
                     Next::Continue => {}
@@ -185,6 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Next::Data => {
                         self.flush().await?;
                         let r = self.receive_data().await?;
+                        self.line_deadline = None;
                         let close = r.closes();
                         self.reply(r);
                         if close {
@@ -194,7 +231,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
-            if self.input.len() > wire::MAX_LINE {
+            // An over-long line is answered once, when it passes the limit;
+            // the rest of it, up to its line end, is dropped unanswered. Its
+            // `timeouts.command` still runs, which bounds the junk taken.
+            if self.discarding_line {
+                self.input.clear();
+            } else if self.input.len() > wire::MAX_LINE {
                 self.input.clear();
                 self.discarding_line = true;
                 if let Next::Close = self.reply(reply::LINE_TOO_LONG) {
@@ -204,25 +246,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             self.flush().await?;
 
-            let timeout = self.config.timeouts.command;
+            let (deadline, cut) = self.next_deadline();
+            let login_pending = self.needs_login();
             let read = tokio::select! {
-                r = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)) => r,
+                r = tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.input)) => r.map_err(|_| cut),
                 _ = shutdown.changed() => {
                     self.reply(reply::SHUTTING_DOWN);
                     self.flush().await?;
                     return Ok(Outcome::Closed);
                 }
+                _ = slot.shed(), if login_pending => Err(Cut::Shed),
             };
-            match read {
-                Err(_) => {
-                    self.reply(reply::TIMEOUT);
-                    self.flush().await?;
-                    return Ok(Outcome::Closed);
-                }
+            let cut = match read {
                 Ok(Ok(0)) => return Ok(Outcome::Closed),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => continue,
                 Ok(Err(e)) => return Err(e),
-            }
+                Err(cut) => cut,
+            };
+            self.cut_off(cut).await?;
+            return Ok(Outcome::Closed);
         }
     }
 
@@ -244,11 +286,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
-            self.stream.flush().await?;
-            self.output.clear();
+        if self.output.is_empty() {
+            return Ok(());
         }
+        let deadline = self.write_deadline();
+        let write = async {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout_at(deadline.into(), write).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not take the reply in time",
+                ));
+            }
+        }
+        self.output.clear();
         Ok(())
     }
 
@@ -409,8 +464,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
-fn parse_error_reply(e: wire::ParseError) -> Reply {
+fn parse_error_reply(e: wire::BadCommand) -> Reply {
     use wire::ParseError as E;
+    let e = match e {
+        wire::BadCommand::Syntax(e) => e,
+        wire::BadCommand::SenderNotUtf8 => return reply::SENDER_NOT_UTF8,
+        wire::BadCommand::RecipientNotUtf8 => return reply::RCPT_NOT_UTF8,
+    };
     match e {
         E::UnknownCommand => reply::UNKNOWN_COMMAND,
         E::InvalidSenderAddress => reply::BAD_SENDER,

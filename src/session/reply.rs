@@ -160,6 +160,39 @@ pub const BAD_RCPT: Reply = Reply::new(
     "Bad recipient address syntax; use <local@domain>",
 );
 pub const BAD_SENDER: Reply = Reply::new(501, [5, 1, 7], "Bad sender address syntax");
+// Invalid UTF-8 is no address in any syntax (RFC 6531 §3.3 builds on
+// RFC 3629 UTF-8): a syntax error of the mailbox, 501 with X.1.7 / X.1.3
+// (RFC 3463), not the policy refusal 553 X.6.7 of a well-formed one.
+pub const SENDER_NOT_UTF8: Reply =
+    Reply::new(501, [5, 1, 7], "Bad sender address syntax: not valid UTF-8");
+pub const RCPT_NOT_UTF8: Reply = Reply::new(
+    501,
+    [5, 1, 3],
+    "Bad recipient address syntax: not valid UTF-8",
+);
+// RFC 6531 §3.5: a non-ASCII address needs SMTPUTF8 on MAIL.
+pub const SENDER_NEEDS_SMTPUTF8: Reply = Reply::new(
+    553,
+    [5, 6, 7],
+    "Non-ASCII addresses not permitted for that sender without SMTPUTF8",
+);
+pub const RCPT_NEEDS_SMTPUTF8: Reply = Reply::new(
+    553,
+    [5, 6, 7],
+    "Non-ASCII addresses not permitted for that recipient without SMTPUTF8",
+);
+// smtp-proto hands on a quoted local part without its quotes; relayed so,
+// it would be another address (or none).
+pub const SENDER_UNSUPPORTED: Reply = Reply::new(
+    501,
+    [5, 1, 7],
+    "Bad sender address syntax: quoted local parts, spaces and control characters are not supported",
+);
+pub const RCPT_UNSUPPORTED: Reply = Reply::new(
+    501,
+    [5, 1, 3],
+    "Bad recipient address syntax: quoted local parts, spaces and control characters are not supported",
+);
 pub const BARE_LINE_END_CMD: Reply = Reply::new(
     500,
     [5, 5, 2],
@@ -210,6 +243,11 @@ pub const SHUTTING_DOWN: Reply =
     Reply::new(421, [4, 3, 2], "Service shutting down; try again later");
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, [4, 7, 0], "Too many connections; try again later");
+pub const SHED: Reply = Reply::new(
+    421,
+    [4, 7, 0],
+    "Too many connections waiting to log in; closing this idle one to make room",
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{EhloResponse, Request};
 
-pub use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError};
+pub use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8};
 
 /// The longest command line accepted (RFC 4954 allows long AUTH lines).
 pub const MAX_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
@@ -23,6 +23,19 @@ pub enum Line<'a> {
     Ok(&'a [u8]),
     /// Contained a bare CR or ended in a bare LF.
     BareLineEnding,
+    /// Longer than [`MAX_LINE`] (with its CRLF).
+    TooLong,
+}
+
+/// A command line that cannot be taken as sent.
+#[derive(Debug)]
+pub enum BadCommand {
+    Syntax(ParseError),
+    /// MAIL whose line is not valid UTF-8: smtp-proto would hand on the
+    /// address with U+FFFD in place of the bad bytes, i.e. another address.
+    SenderNotUtf8,
+    /// The same for RCPT.
+    RecipientNotUtf8,
 }
 
 /// Finds the end of the next line (its LF) in `buf`.
@@ -42,16 +55,31 @@ pub fn check_line(line: &[u8]) -> Line<'_> {
     if body.contains(&b'\r') {
         return Line::BareLineEnding;
     }
+    if line.len() > MAX_LINE {
+        return Line::TooLong;
+    }
     Line::Ok(body)
 }
 
 /// Parses one command line (without its CRLF).
-pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
+pub fn parse_command(line: &[u8]) -> Result<Request<String>, BadCommand> {
     // smtp-proto expects the line terminator to be present.
     let mut framed = Vec::with_capacity(line.len() + 2);
     framed.extend_from_slice(line);
     framed.extend_from_slice(b"\r\n");
-    Request::parse(&mut framed.iter()).map(into_owned_request)
+    let request = Request::parse(&mut framed.iter())
+        .map(into_owned_request)
+        .map_err(BadCommand::Syntax)?;
+    // Only MAIL and RCPT carry what is handed on; elsewhere (an EHLO name,
+    // a NOOP argument) the replacement character harms nothing.
+    if std::str::from_utf8(line).is_err() {
+        match request {
+            Request::Mail { .. } => return Err(BadCommand::SenderNotUtf8),
+            Request::Rcpt { .. } => return Err(BadCommand::RecipientNotUtf8),
+            _ => {}
+        }
+    }
+    Ok(request)
 }
 
 /// smtp-proto borrows from the input; detach so the caller's buffer is free.
@@ -228,6 +256,33 @@ mod tests {
         assert!(matches!(check_line(b"NOOP\r\n"), Line::Ok(b"NOOP")));
         assert!(matches!(check_line(b"NOOP\n"), Line::BareLineEnding));
         assert!(matches!(check_line(b"NO\rOP\r\n"), Line::BareLineEnding));
+    }
+
+    #[test]
+    fn over_long_lines() {
+        let mut line = vec![b'x'; MAX_LINE - 2];
+        line.extend_from_slice(b"\r\n");
+        assert!(matches!(check_line(&line), Line::Ok(_)));
+        line.insert(0, b'x');
+        assert!(matches!(check_line(&line), Line::TooLong));
+    }
+
+    #[test]
+    fn invalid_utf8_addresses_are_not_replaced() {
+        assert!(matches!(
+            parse_command(b"MAIL FROM:<p\xe4rent@example.org>"),
+            Err(BadCommand::SenderNotUtf8)
+        ));
+        assert!(matches!(
+            parse_command(b"RCPT TO:<p\xe4rent@example.org>"),
+            Err(BadCommand::RecipientNotUtf8)
+        ));
+        let Ok(Request::Rcpt { to }) = parse_command("RCPT TO:<pär@example.org>".as_bytes())
+        else {
+            panic!("valid UTF-8 parses");
+        };
+        assert_eq!(to.address, "pär@example.org");
+        assert!(parse_command(b"EHLO h\xe4st").is_ok());
     }
 
     #[test]
