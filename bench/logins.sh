@@ -101,6 +101,7 @@ public_url = "http://127.0.0.1:$LINK_PORT"
 bind = "127.0.0.1:$LINK_PORT"
 password_attempts_per_link = 1000000
 password_attempts_per_ip = 1000000
+password_ceiling_per_link = 1000000
 EOF
 
 PASSWORD=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(18))')
