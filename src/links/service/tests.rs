@@ -418,7 +418,9 @@ async fn right_password_sends_the_exact_bytes() {
 async fn wrong_passwords_are_refused_counted_and_limited() {
     let opts = ServiceOptions {
         guesses: GuessPolicy {
-            backoff: Duration::from_millis(900),
+            // Long enough that a loaded machine still answers the next
+            // requests within it.
+            backoff: Duration::from_secs(3),
             ..GuessPolicy::default()
         },
         ..ServiceOptions::default()
@@ -447,11 +449,13 @@ async fn wrong_passwords_are_refused_counted_and_limited() {
     assert_eq!(reply.status, 429);
     assert_page_headers(&reply);
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
-    assert_eq!(retry, 1, "the first back-off");
+    assert!((1..=3).contains(&retry), "the first back-off: {retry}");
     assert!(
         reply
             .text()
-            .contains("Bitte versuchen Sie es in 1 Sekunde erneut.")
+            .contains(&format!("Bitte versuchen Sie es in {retry} Sekunde")),
+        "{}",
+        reply.text()
     );
     assert_eq!(server.post(PROTECTED, SECRET, "").await.status, 429);
     assert_eq!(server.fake.opens(), 10);
@@ -464,9 +468,17 @@ async fn wrong_passwords_are_refused_counted_and_limited() {
     expected.extend([RateLimited, RateLimited]);
     assert_eq!(outcomes, expected);
 
-    // After the back-off the right password works again.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(server.post(PROTECTED, SECRET, "").await.status, 200);
+    // After the back-off the right password works again (asking early is
+    // refused and takes nothing).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match server.post(PROTECTED, SECRET, "").await.status {
+            200 => break,
+            429 => assert!(std::time::Instant::now() < deadline, "still refused"),
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -507,7 +519,7 @@ async fn the_link_ceiling_holds_across_clients() {
     let reply = server.post(PROTECTED, SECRET, &from(4)).await;
     assert_eq!(reply.status, 429);
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
-    assert_eq!(retry, 20 * 60);
+    assert!((19 * 60..=20 * 60).contains(&retry), "{retry}");
     assert_eq!(server.fake.opens(), 3);
     // Other links are not affected.
     assert_eq!(server.post(&link(0), SECRET, &from(4)).await.status, 200);
