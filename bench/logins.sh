@@ -22,6 +22,13 @@
 #      up to IDLE seconds).
 # Results: bench/out/logins/results.md (also printed). Logs alongside.
 #
+# Measured on a 2-core machine (issue 13): before the argon2 pool, RSS went
+# 20 -> 383 MB (100 sequential) -> 897 MB (40 parallel) -> 1.7 GB peak (link
+# service) and never came back; with MALLOC_MMAP_THRESHOLD_=131072 it came
+# back at once (glibc kept the freed 19 MiB blocks, fragmented by the small
+# allocations carved out of them). With the pool: peaks 39-61 MB, back to
+# 20-24 MB at once after every phase.
+#
 # Knobs (environment): SEQ=100 PAR=40 IDLE=60 LIMIT_MB=30 PEAK_MB=100
 #   SKIP_BUILD=1 SCHLEUSE_BIN=path
 # Needs: /usr/bin/python3 (standard library only), cargo.
