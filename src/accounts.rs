@@ -15,9 +15,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
 use argon2::{Argon2, PasswordHash};
 use serde::{Deserialize, Serialize};
+
+use crate::argon2_pool::Memory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -195,13 +197,21 @@ impl Accounts {
         Ok(())
     }
 
-    /// Checks a login. CPU-heavy (argon2): call from a blocking thread.
-    /// Unknown accounts still cost one hash so timing does not reveal names.
+    /// Checks a login. CPU-heavy (argon2): call from a blocking thread; the
+    /// server goes through [`crate::argon2_pool`] ([`Accounts::verify_with`]).
     pub fn verify(&self, name: &str, password: &str) -> Option<Account> {
+        self.verify_with(&mut Memory::default(), name, password)
+    }
+
+    /// [`Accounts::verify`] with argon2 working in `memory`. Unknown
+    /// accounts still cost one hash so timing does not reveal names.
+    pub fn verify_with(&self, memory: &mut Memory, name: &str, password: &str) -> Option<Account> {
         match self.get(name) {
-            Some(a) => verify_password(&a.password_hash, password).then(|| a.clone()),
+            Some(a) => memory
+                .verify(&a.password_hash, password.as_bytes())
+                .then(|| a.clone()),
             None => {
-                let _ = hash_password(password);
+                memory.waste(password.as_bytes());
                 None
             }
         }
@@ -221,14 +231,6 @@ pub fn hash_password(password: &str) -> Result<String, AccountsError> {
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| AccountsError::Hash(e.to_string()))
-}
-
-fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
 }
 
 /// A random password for generated accounts: 24 characters from an

@@ -27,6 +27,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod anomaly;
+pub mod argon2_pool;
 pub mod config;
 pub mod delivery;
 pub mod dkim;

@@ -42,10 +42,6 @@ pub struct Shared {
     pub connections: Connections,
     /// Per-IP message rate and failed logins (`crate::limits`).
     pub limits: crate::limits::State,
-    /// Password checks running at once. Each argon2 check takes ~19 MiB and
-    /// a core for tens of milliseconds: unbounded, a login flood would take
-    /// gigabytes and starve everything else.
-    pub password_checks: tokio::sync::Semaphore,
     /// When the upstream last answered (relay mode), for `/readyz`.
     pub upstream_contact: delivery::Contact,
     /// Set by the blocklist watch to hold all delivery.
@@ -76,9 +72,6 @@ impl Shared {
             queue,
             connections: Connections::default(),
             limits: crate::limits::State::default(),
-            password_checks: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
             upstream_contact: delivery::Contact::default(),
             delivery_pause: delivery::Pause::default(),
             unrecorded: delivery::unrecorded::Unrecorded::default(),

@@ -217,12 +217,74 @@ fn a_password_protects_the_document_and_wrong_guesses_are_limited() {
     let right = download(port, &token, Some("Sommer-2026"));
     assert_eq!(right.status, 200);
     assert!(right.bytes == pdf);
-    // Three wrong guesses per link are allowed; then even the right one waits.
+    // Three wrong guesses in a row are allowed (the right one started the
+    // count afresh); then even the right one waits.
     assert_eq!(download(port, &token, Some("guess-1")).status, 403);
     assert_eq!(download(port, &token, Some("guess-2")).status, 403);
+    assert_eq!(download(port, &token, Some("guess-3")).status, 403);
     let limited = download(port, &token, Some("Sommer-2026"));
     assert_eq!(limited.status, 429, "{}", limited.body);
     assert!(limited.header("retry-after").is_some());
+}
+
+/// A download attempt as if from `client`, through the trusted proxy
+/// (loopback) that names it in `X-Forwarded-For`.
+fn download_from(port: u16, token: &str, password: &str, client: &str) -> HttpResponse {
+    let headers = [("X-Forwarded-For".to_string(), client.to_string())];
+    http_post_form(
+        port,
+        &format!("/d/{token}"),
+        &headers,
+        &[("password", password)],
+    )
+    .expect("link service answers")
+}
+
+#[test]
+fn wrong_guesses_survive_a_restart_and_do_not_lock_out_the_recipient() {
+    let mut w = world(|c| {
+        c.attachments_extra =
+            "password_attempts_per_link = 3\npassword_ceiling_per_link = 6\n".into();
+    });
+    let message = message_with_pdf("X-Schleuse-Link-Password: Sommer-2026\r\n", &document(4000));
+    let relayed = send_one(&w, &message);
+    let port = link_port(&w);
+    let token = link_tokens(&plain_and_html(&relayed.eml).0, port).remove(0);
+    let (stranger, recipient) = ("203.0.113.9", "198.51.100.1");
+
+    for n in 1..=3 {
+        let r = download_from(port, &token, &format!("guess-{n}"), stranger);
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    assert_eq!(download_from(port, &token, "guess-4", stranger).status, 429);
+
+    // The budgets are in the store: a restart gives no fresh guesses.
+    w.gw.kill();
+    w.gw = Gateway::start(&w.env, "gateway-restarted.log");
+    let r = download_from(port, &token, "guess-5", stranger);
+    assert_eq!(r.status, 429, "a restart reset the limits\n{}", w.gw.log());
+
+    // The recipient, from another address, is not locked out.
+    let r = download_from(port, &token, "Sommer-2026", recipient);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, w.gw.log());
+
+    // A second stranger's three guesses reach the link's ceiling (six an
+    // hour from all clients; the recipient's right one did not count):
+    // now everyone waits, a fresh client with the right password too.
+    for n in 1..=3 {
+        let r = download_from(port, &token, &format!("other-{n}"), "203.0.113.77");
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    let r = download_from(port, &token, "Sommer-2026", "192.0.2.7");
+    assert_eq!(r.status, 429, "{}", r.body);
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(
+        (1..=600).contains(&retry),
+        "one more every 10 minutes: {retry}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schleuse::store::guesses::GuessPolicy;
 use schleuse::store::limits::{Ban, Counter};
 use schleuse::store::postgres::{PgOptions, PostgresStore};
 use schleuse::store::sqlite::SqliteStore;
@@ -107,6 +108,7 @@ suite!(
     bans_lengthen_list_and_lift,
     gdpr_export_and_erase,
     log_retention_purges_final_messages,
+    link_guesses_are_atomic_per_client_and_capped_per_link,
 );
 
 fn message(recipients: &[&str]) -> NewMessage {
@@ -1044,6 +1046,75 @@ async fn log_retention_purges_final_messages(b: &Backend) {
 
 // ---------------------------------------------------------------------------
 // PostgreSQL only: several instances, one queue.
+
+async fn link_guesses_are_atomic_per_client_and_capped_per_link(b: &Backend) {
+    let s = &b.store;
+    let policy = GuessPolicy {
+        free: 5,
+        per_link: 8,
+        ..GuessPolicy::default()
+    };
+    let now = now_ms();
+    // Twenty parallel guesses from one client get its five tries, no more.
+    let takes: Vec<_> = (0..20)
+        .map(|_| {
+            let s = Arc::clone(s);
+            tokio::spawn(async move { s.take_guess("lnk1", "203.0.113.9", policy, now).await })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in takes {
+        match t.await.expect("task").expect("take") {
+            Ok(()) => taken += 1,
+            Err(wait) => assert_eq!(wait, Duration::from_secs(60), "the first back-off"),
+        }
+    }
+    assert_eq!(taken, 5);
+    // Another client is not locked out, and its right password hands the
+    // attempt back (the link's ceiling keeps its room).
+    for _ in 0..3 {
+        s.take_guess("lnk1", "198.51.100.1", policy, now)
+            .await
+            .expect("take")
+            .expect("another client");
+        s.give_back_guess("lnk1", "198.51.100.1", policy)
+            .await
+            .expect("give back");
+    }
+    // Eight wrong an hour from all clients together: three more fit.
+    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        s.take_guess("lnk1", client, policy, now)
+            .await
+            .expect("take")
+            .expect("under the ceiling");
+    }
+    let wait = s
+        .take_guess("lnk1", "192.0.2.4", policy, now)
+        .await
+        .expect("take")
+        .expect_err("the ceiling");
+    assert_eq!(wait, Duration::from_millis(3_600_000 / 8));
+    // Other links have their own budgets.
+    s.take_guess("lnk2", "192.0.2.4", policy, now)
+        .await
+        .expect("take")
+        .expect("another link");
+    // Rows go once they limit nothing any more, and only then.
+    s.purge_guesses(now).await.expect("purge");
+    assert!(
+        s.take_guess("lnk1", "192.0.2.5", policy, now)
+            .await
+            .expect("take")
+            .is_err(),
+        "the purge lifted the ceiling"
+    );
+    let later = now + 3 * 3_600_000;
+    assert!(s.purge_guesses(later).await.expect("purge") > 0);
+    s.take_guess("lnk1", "192.0.2.4", policy, later)
+        .await
+        .expect("take")
+        .expect("an hour later");
+}
 
 fn ids(v: &[schleuse::store::MessageInfo]) -> Vec<String> {
     v.iter().map(|m| m.id.clone()).collect()

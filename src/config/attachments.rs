@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{duration, expand, size};
 use crate::links::Language;
+use crate::store::guesses::GuessPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,11 +76,17 @@ pub struct Attachments {
     pub log_client_ip: bool,
     /// Peers whose `X-Forwarded-For` is believed (the reverse proxy).
     pub trusted_proxies: Vec<IpNet>,
-    /// Wrong passwords per link (per client IP): this many at once, then one
-    /// more every 15 minutes / N (every hour / N) — a GCRA burst — before
-    /// the page answers `429`. A right password gives its attempt back.
+    /// Wrong passwords per link from one client (IPv4 address, IPv6 /64):
+    /// this many at once, then a wait of a minute, doubling with each
+    /// further one (at most an hour). The page answers `429` meanwhile; a
+    /// right password gives its attempt back (`crate::store::guesses`).
     pub password_attempts_per_link: u32,
+    /// Wrong passwords per client an hour, across all links.
     pub password_attempts_per_ip: u32,
+    /// Wrong passwords per link an hour from all clients together: the
+    /// ceiling for a stranger with many addresses (never a lock: one more
+    /// every hour / N).
+    pub password_ceiling_per_link: u32,
     /// How often expired documents are deleted.
     #[serde(deserialize_with = "duration")]
     pub purge_interval: Duration,
@@ -105,12 +112,23 @@ impl Default for Attachments {
                 .collect(),
             password_attempts_per_link: 5,
             password_attempts_per_ip: 20,
+            password_ceiling_per_link: 20,
             purge_interval: Duration::from_secs(60),
         }
     }
 }
 
 impl Attachments {
+    /// The limits on wrong link passwords.
+    pub fn guess_policy(&self) -> GuessPolicy {
+        GuessPolicy {
+            free: self.password_attempts_per_link,
+            per_client: self.password_attempts_per_ip,
+            per_link: self.password_ceiling_per_link,
+            ..GuessPolicy::default()
+        }
+    }
+
     /// The link for a token.
     pub fn link_url(&self, token: &str) -> String {
         format!("{}/d/{token}", self.public_url.trim_end_matches('/'))
@@ -146,11 +164,23 @@ impl Attachments {
                 "must not be shorter than attachments.expiry".into(),
             ));
         }
-        if self.password_attempts_per_link == 0 || self.password_attempts_per_ip == 0 {
-            return Err((
+        for (key, n) in [
+            (
                 "attachments.password_attempts_per_link",
-                "attempt limits must be at least 1".into(),
-            ));
+                self.password_attempts_per_link,
+            ),
+            (
+                "attachments.password_attempts_per_ip",
+                self.password_attempts_per_ip,
+            ),
+            (
+                "attachments.password_ceiling_per_link",
+                self.password_ceiling_per_link,
+            ),
+        ] {
+            if n == 0 {
+                return Err((key, "attempt limits must be at least 1".into()));
+            }
         }
         if self.purge_interval.is_zero() {
             return Err((

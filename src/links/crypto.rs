@@ -20,6 +20,8 @@ use aws_lc_rs::{digest, hkdf};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::argon2_pool::Memory;
+
 /// Plaintext bytes per chunk.
 pub const CHUNK: usize = 64 * 1024;
 const TAG: usize = 16;
@@ -82,22 +84,26 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The argon2id hash of a document password, one input of its key.
+pub struct PasswordKey([u8; 32]);
+
 /// argon2id (the defaults of RFC 9106's second recommendation, as for
 /// account passwords): a stolen file plus a guessed token still costs an
-/// attacker this much per password guess.
-fn password_key(password: &str, salt: &[u8]) -> Result<[u8; 32], CryptoError> {
-    use argon2::{Algorithm, Argon2, Params, Version};
+/// attacker this much per password guess. CPU-heavy (~20 ms) and 19 MiB of
+/// `memory`: the service runs it on [`crate::argon2_pool`].
+pub fn password_key(
+    memory: &mut Memory,
+    password: &str,
+    salt: &[u8],
+) -> Result<PasswordKey, CryptoError> {
     let mut out = [0u8; 32];
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)
-        .hash_password_into(password.as_bytes(), salt, &mut out)
+    memory
+        .hash_default(password.as_bytes(), salt, &mut out)
         .map_err(|e| CryptoError::Password(e.to_string()))?;
-    Ok(out)
+    Ok(PasswordKey(out))
 }
 
 /// The document key for a token (and password).
-///
-/// CPU-heavy when a password is given (argon2id, ~20 ms): call it from a
-/// blocking thread.
 pub struct DocumentKey(LessSafeKey);
 
 struct Len32;
@@ -108,11 +114,15 @@ impl hkdf::KeyType for Len32 {
 }
 
 impl DocumentKey {
-    pub fn derive(token: &str, password: Option<&str>, salt: &[u8]) -> Result<Self, CryptoError> {
+    pub fn derive(
+        token: &str,
+        password: Option<&PasswordKey>,
+        salt: &[u8],
+    ) -> Result<Self, CryptoError> {
         let mut ikm = Vec::with_capacity(token.len() + 32);
         ikm.extend_from_slice(token.as_bytes());
         if let Some(password) = password {
-            ikm.extend_from_slice(&password_key(password, salt)?);
+            ikm.extend_from_slice(&password.0);
         }
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&ikm);
         let mut key = [0u8; 32];
@@ -206,7 +216,9 @@ mod tests {
     use super::*;
 
     fn key(token: &str, password: Option<&str>, salt: &[u8]) -> DocumentKey {
-        DocumentKey::derive(token, password, salt).expect("derive")
+        let password =
+            password.map(|p| password_key(&mut Memory::default(), p, salt).expect("password key"));
+        DocumentKey::derive(token, password.as_ref(), salt).expect("derive")
     }
 
     #[test]

@@ -17,7 +17,6 @@
 mod client;
 pub mod crypto;
 pub mod format;
-mod limiter;
 pub mod notice;
 pub mod page;
 mod response;
@@ -26,10 +25,12 @@ pub mod tasks;
 pub mod vault;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::BoxFuture;
+use crate::store::guesses::GuessPolicy;
 
 /// Page and link-block language (`[attachments] language`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -114,6 +115,9 @@ pub enum VaultError {
     File { id: String, cause: std::io::Error },
     #[error("document {0} is damaged (authentication failed after the first chunk)")]
     Damaged(String),
+    /// Too many password checks are waiting (`crate::argon2_pool`).
+    #[error("too many password checks are waiting")]
+    Busy,
 }
 
 impl VaultError {
@@ -138,6 +142,22 @@ pub trait Documents: Send + Sync + 'static {
         token: &str,
         password: Option<&str>,
     ) -> BoxFuture<'_, Result<Opened, VaultError>>;
+    /// Takes one attempt at the link's password from `client` (its address
+    /// key, see `crate::store::guesses`) before the password is tried;
+    /// `Ok(Err(wait))` when a budget is spent.
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: IpAddr,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<Result<(), Duration>, VaultError>>;
+    /// Hands back an attempt taken by [`Documents::take_guess`].
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: IpAddr,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), VaultError>>;
     /// Writes one download-log entry; `ip` is `Some` only when the config
     /// asks for client addresses to be logged. The first successful download
     /// may send the staff member a notice (per rule).

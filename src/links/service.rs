@@ -5,9 +5,12 @@
 //! - A `GET` (or `HEAD`) only looks: mail scanners fetch every link in a
 //!   message, so a `GET` never opens, records or consumes anything. Even an
 //!   unprotected document downloads through the form's `POST`.
-//! - Wrong passwords are limited per link and per client address (IPv6 by
-//!   /64, which one attacker usually holds whole). A request over either
-//!   limit gets `429` and its password is not even tried.
+//! - Wrong passwords are limited per link and client address (IPv6 by /64,
+//!   which one attacker usually holds whole) with a growing back-off, per
+//!   client across links, and per link from all clients together (see
+//!   `crate::store::guesses`; kept in the store, so a restart forgets
+//!   nothing). A request over a limit gets `429` and its password is not
+//!   even tried.
 //! - The token appears in no log line and no page; the client address is
 //!   passed to [`Documents::record`] and logged only when configured.
 
@@ -15,7 +18,6 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,10 +32,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use super::client::{Client, LoggedListener, Peer, ip_key};
-use super::limiter::Limiter;
 use super::page::{self, Notice};
 use super::response::{file_response, page_headers};
 use super::{Documents, DownloadOutcome, Language, Lookup, Opened, VaultError};
+use crate::store::guesses::GuessPolicy;
 
 pub(super) const LOG_TARGET: &str = "schleuse::links";
 
@@ -41,14 +43,8 @@ pub(super) const LOG_TARGET: &str = "schleuse::links";
 /// the page.
 const BODY_LIMIT: usize = 8 * 1024;
 
-/// The windows of `attempts_per_link` and `attempts_per_ip`.
-const LINK_WINDOW: Duration = Duration::from_secs(15 * 60);
-const IP_WINDOW: Duration = Duration::from_secs(60 * 60);
-
-/// Stale limiter entries are dropped every this many password attempts, so
-/// the maps hold only the keys of the last window, whatever an attacker
-/// sends.
-const HOUSEKEEPING_EVERY: u32 = 256;
+/// Retry-After when the password checks are saturated.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// How the link service behaves (`[links]` in the config).
 #[derive(Debug, Clone)]
@@ -60,10 +56,8 @@ pub struct ServiceOptions {
     pub trusted_proxies: Vec<IpNet>,
     /// Pass the client address to [`Documents::record`] and the log.
     pub log_client_ip: bool,
-    /// Wrong passwords allowed per link per 15 minutes.
-    pub attempts_per_link: u32,
-    /// Wrong passwords allowed per client address per hour.
-    pub attempts_per_ip: u32,
+    /// Limits on wrong passwords.
+    pub guesses: GuessPolicy,
 }
 
 impl Default for ServiceOptions {
@@ -75,8 +69,7 @@ impl Default for ServiceOptions {
                 IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
             ],
             log_client_ip: false,
-            attempts_per_link: 5,
-            attempts_per_ip: 20,
+            guesses: GuessPolicy::default(),
         }
     }
 }
@@ -84,14 +77,19 @@ impl Default for ServiceOptions {
 /// The routes of the link service; serve them with [`serve`] so the client
 /// address is known.
 pub fn router(docs: Arc<dyn Documents>, opts: ServiceOptions) -> Router {
-    build(
+    let shared = Arc::new(Shared {
         docs,
-        opts,
-        Windows {
-            link: LINK_WINDOW,
-            ip: IP_WINDOW,
-        },
-    )
+        language: opts.language,
+        trusted_proxies: opts.trusted_proxies,
+        log_client_ip: opts.log_client_ip,
+        guesses: opts.guesses,
+        page_headers: page_headers(),
+    });
+    Router::new()
+        .route("/d/{token}", get(show).post(download).fallback(not_found))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the
@@ -110,41 +108,12 @@ pub async fn serve(
     .await
 }
 
-/// The rate-limit windows; only tests shorten them.
-#[derive(Debug, Clone, Copy)]
-struct Windows {
-    link: Duration,
-    ip: Duration,
-}
-
-fn build(docs: Arc<dyn Documents>, opts: ServiceOptions, windows: Windows) -> Router {
-    let shared = Arc::new(Shared {
-        docs,
-        language: opts.language,
-        trusted_proxies: opts.trusted_proxies,
-        log_client_ip: opts.log_client_ip,
-        links: Limiter::new(opts.attempts_per_link, windows.link),
-        ips: Limiter::new(opts.attempts_per_ip, windows.ip),
-        attempts: AtomicU32::new(0),
-        page_headers: page_headers(),
-    });
-    Router::new()
-        .route("/d/{token}", get(show).post(download).fallback(not_found))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(shared)
-}
-
 pub(super) struct Shared {
     docs: Arc<dyn Documents>,
     language: Language,
     pub(super) trusted_proxies: Vec<IpNet>,
     log_client_ip: bool,
-    /// Wrong passwords per link id.
-    links: Limiter<String>,
-    /// Wrong passwords per client address (see [`ip_key`]).
-    ips: Limiter<IpAddr>,
-    attempts: AtomicU32,
+    guesses: GuessPolicy,
     page_headers: HeaderMap,
 }
 
@@ -201,7 +170,7 @@ async fn download(
         Err(e) => return s.failed(None, &e),
     };
 
-    let mut reservation = None;
+    let mut guess = None;
     if view.protected {
         // An empty submit is no guess: it neither counts nor costs a
         // key derivation.
@@ -212,12 +181,16 @@ async fn download(
                 page::document(s.language, &view, Notice::PasswordMissing),
             );
         }
-        match s.reserve(&view.id, ip) {
-            Ok(r) => reservation = Some(r),
-            Err(wait) => {
+        // Taken before the password is tried (rather than counted after),
+        // so parallel guesses stay inside the limits too: a thousand
+        // requests sent at once get five tries, not a thousand.
+        match s.docs.take_guess(&view.id, ip_key(ip), s.guesses).await {
+            Ok(Ok(())) => guess = Some(view.id.clone()),
+            Ok(Err(wait)) => {
                 s.record(&view.id, DownloadOutcome::RateLimited, ip).await;
                 return s.rate_limited(wait);
             }
+            Err(e) => return s.failed(Some(&view.id), &e),
         }
     }
 
@@ -226,30 +199,39 @@ async fn download(
     } else {
         None
     };
+    // A client that goes away from here on keeps its attempt counted: it
+    // never learns whether the guess was right, and the owner loses at
+    // most one of several tries.
     let opened = s.docs.open(&token, password).await;
     match opened {
         Ok(Opened::Document { view, data }) => {
-            // A right password is no failed attempt: give the cells back.
-            drop(reservation);
+            // A right password is no failed attempt: hand it back.
+            s.give_back(guess, ip).await;
             s.record(&view.id, DownloadOutcome::Downloaded, ip).await;
             file_response(&view, data)
         }
         Ok(Opened::WrongPassword { view }) => {
-            if let Some(r) = reservation {
-                r.keep();
-            }
             s.record(&view.id, DownloadOutcome::WrongPassword, ip).await;
             s.page(
                 StatusCode::FORBIDDEN,
                 page::document(s.language, &view, Notice::WrongPassword),
             )
         }
-        Ok(Opened::Gone { id }) => s.gone(&id, ip).await,
+        // Gone between the look-up and the opening: no password was tried.
+        Ok(Opened::Gone { id }) => {
+            s.give_back(guess, ip).await;
+            s.gone(&id, ip).await
+        }
         Ok(Opened::Unknown) => {
+            s.give_back(guess, ip).await;
             s.log(None, "unknown", ip);
             s.not_found()
         }
-        Err(e) => s.failed(Some(&view.id), &e),
+        Err(e) => {
+            // Not the client's fault: the attempt does not count.
+            s.give_back(guess, ip).await;
+            s.failed(Some(&view.id), &e)
+        }
     }
 }
 
@@ -289,6 +271,10 @@ impl Shared {
     }
 
     fn failed(&self, id: Option<&str>, error: &VaultError) -> Response {
+        if let VaultError::Busy = error {
+            // A flood of password checks: the same answer as the limits.
+            return self.rate_limited(BUSY_RETRY);
+        }
         tracing::error!(
             target: LOG_TARGET,
             link = id.unwrap_or("-"),
@@ -339,58 +325,20 @@ impl Shared {
         }
     }
 
-    /// Takes one cell from the link's and from the client's budget before
-    /// the password is tried; [`Reservation`] gives them back unless the
-    /// password turns out wrong. Reserving first (rather than checking, then
-    /// counting afterwards) keeps parallel guesses inside the limit too:
-    /// a thousand requests sent at once get five tries, not a thousand.
-    fn reserve(&self, link: &str, ip: IpAddr) -> Result<Reservation<'_>, Duration> {
-        if self
-            .attempts
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(HOUSEKEEPING_EVERY)
+    /// Hands back the attempt taken for `link`, if one was.
+    async fn give_back(&self, link: Option<String>, ip: IpAddr) {
+        let Some(link) = link else { return };
+        if let Err(e) = self
+            .docs
+            .give_back_guess(&link, ip_key(ip), self.guesses)
+            .await
         {
-            self.links.housekeeping();
-            self.ips.housekeeping();
-        }
-        let link = link.to_owned();
-        self.links.take(&link)?;
-        let ip = ip_key(ip);
-        if let Err(wait) = self.ips.take(&ip) {
-            self.links.give_back(&link);
-            return Err(wait);
-        }
-        Ok(Reservation {
-            shared: self,
-            link,
-            ip,
-            kept: false,
-        })
-    }
-}
-
-/// One cell of each budget, held while a password is tried. Dropping it
-/// gives the cells back, also when the client goes away mid-request (it
-/// never learns whether its guess was right).
-struct Reservation<'a> {
-    shared: &'a Shared,
-    link: String,
-    ip: IpAddr,
-    kept: bool,
-}
-
-impl Reservation<'_> {
-    /// The password was wrong: the cells stay used.
-    fn keep(mut self) {
-        self.kept = true;
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.kept {
-            self.shared.links.give_back(&self.link);
-            self.shared.ips.give_back(&self.ip);
+            tracing::error!(
+                target: LOG_TARGET,
+                link,
+                error = %e,
+                "cannot hand back a password attempt"
+            );
         }
     }
 }

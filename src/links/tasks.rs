@@ -35,11 +35,10 @@ pub async fn bind(config: &Config) -> anyhow::Result<Option<TcpListener>> {
 pub fn spawn_service(shared: Arc<Shared>, listener: TcpListener) -> JoinHandle<()> {
     let cfg = shared.config().attachments.clone();
     let opts = ServiceOptions {
+        guesses: cfg.guess_policy(),
         language: cfg.language,
         trusted_proxies: cfg.trusted_proxies,
         log_client_ip: cfg.log_client_ip,
-        attempts_per_link: cfg.password_attempts_per_link,
-        attempts_per_ip: cfg.password_attempts_per_ip,
     };
     let router = service::router(shared.vault.clone(), opts);
     let mut stop = shared.shutdown_signal();

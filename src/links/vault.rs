@@ -10,9 +10,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::crypto::{self, CryptoError, DocumentKey};
+use super::crypto::{self, CryptoError, DocumentKey, PasswordKey};
 use super::{DownloadOutcome, LinkView, Lookup, Opened, VaultError};
+use crate::argon2_pool::{self, PoolError};
 use crate::store::documents::{DocumentError, DocumentFiles};
+use crate::store::guesses::GuessPolicy;
 use crate::store::links::new_link_id;
 use crate::store::{BoxFuture, DownloadNotice, LinkRecord, LinkState, NewLink, Store, now_ms};
 
@@ -81,6 +83,27 @@ fn crypto_error(id: &str, e: CryptoError) -> VaultError {
     }
 }
 
+/// The argon2 half of a document key, on the bounded pool (argon2 takes
+/// 19 MiB a time; see `crate::argon2_pool`).
+async fn password_key(
+    password: Option<String>,
+    salt: &[u8],
+    id: &str,
+) -> Result<Option<PasswordKey>, VaultError> {
+    let Some(password) = password else {
+        return Ok(None);
+    };
+    let salt = salt.to_vec();
+    match argon2_pool::global()
+        .run(move |memory| crypto::password_key(memory, &password, &salt))
+        .await
+    {
+        Ok(key) => key.map(Some).map_err(|e| crypto_error(id, e)),
+        Err(PoolError::Busy) => Err(VaultError::Busy),
+        Err(e) => Err(crypto_error(id, CryptoError::Password(e.to_string()))),
+    }
+}
+
 fn view(r: &LinkRecord) -> LinkView {
     LinkView {
         id: r.id.clone(),
@@ -110,17 +133,18 @@ impl Vault {
         self.files.probe().await
     }
 
-    /// Encrypts a document and writes it durably. CPU work (argon2 for a
-    /// password, AES-GCM) runs on the blocking pool.
+    /// Encrypts a document and writes it durably. CPU work runs off the
+    /// runtime: argon2 for a password on its pool, AES-GCM on the blocking
+    /// pool.
     pub async fn seal(&self, doc: Plain, opts: &SealOptions) -> Result<Sealed, VaultError> {
         let id = new_link_id();
         let token = crypto::new_token().map_err(|e| crypto_error(&id, e))?;
         let salt = crypto::new_salt().map_err(|e| crypto_error(&id, e))?;
         let size = doc.data.len() as u64;
-        let password = opts.password.clone();
+        let password = password_key(opts.password.clone(), &salt, &id).await?;
         let (tok, data) = (token.clone(), doc.data);
         let sealed = tokio::task::spawn_blocking(move || {
-            DocumentKey::derive(&tok, password.as_deref(), &salt)?.seal(&data)
+            DocumentKey::derive(&tok, password.as_ref(), &salt)?.seal(&data)
         })
         .await
         .map_err(|_| crypto_error(&id, CryptoError::Random))?
@@ -198,6 +222,8 @@ impl Vault {
         expired?;
         let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
         purged.tombstones = self.store.purge_links(before).await?;
+        // Spent budgets of wrong passwords: bookkeeping, not reported.
+        self.store.purge_guesses(now).await?;
         Ok(purged)
     }
 
@@ -257,9 +283,10 @@ impl super::Documents for Vault {
                 });
             };
             let pw = if record.protected { password } else { None };
+            let pw = password_key(pw, &record.salt, &record.id).await?;
             let salt = record.salt.clone();
             let opened = tokio::task::spawn_blocking(move || {
-                DocumentKey::derive(&token, pw.as_deref(), &salt)?.open(file)
+                DocumentKey::derive(&token, pw.as_ref(), &salt)?.open(file)
             })
             .await
             .map_err(|_| VaultError::Damaged(record.id.clone()))?;
@@ -272,6 +299,31 @@ impl super::Documents for Vault {
                 Err(e) => Err(crypto_error(&record.id, e)),
             }
         })
+    }
+
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: IpAddr,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<Result<(), Duration>, VaultError>> {
+        let (id, client) = (link_id.to_owned(), client.to_string());
+        Box::pin(async move {
+            Ok(self
+                .store
+                .take_guess(&id, &client, policy, now_ms())
+                .await?)
+        })
+    }
+
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: IpAddr,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), VaultError>> {
+        let (id, client) = (link_id.to_owned(), client.to_string());
+        Box::pin(async move { Ok(self.store.give_back_guess(&id, &client, policy).await?) })
     }
 
     fn record(

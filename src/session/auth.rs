@@ -1,8 +1,9 @@
 //! AUTH PLAIN and LOGIN (RFC 4954, RFC 4616) against the accounts file.
 //!
 //! Refused before TLS except on a plain-text loopback listener. The argon2
-//! check runs on a blocking thread so a burst of logins cannot stall the
-//! other sessions on the runtime.
+//! check runs on the bounded pool of `crate::argon2_pool`, so a burst of
+//! logins can neither stall the other sessions on the runtime nor take more
+//! than the pool's memory.
 
 use mail_parser::decoders::base64::base64_decode;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -112,17 +113,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn verify(&mut self, user: String, pass: String) -> Reply {
         let wait = std::time::Duration::from_secs(10);
-        let permit = match tokio::time::timeout(wait, self.shared.password_checks.acquire()).await {
-            Ok(Ok(p)) => p,
-            _ => {
+        let accounts = self.shared.accounts();
+        let name = user.clone();
+        let check = crate::argon2_pool::global()
+            .run(move |memory| accounts.verify_with(memory, &name, &pass));
+        let result = match tokio::time::timeout(wait, check).await {
+            Ok(Err(crate::argon2_pool::PoolError::Busy)) | Err(_) => {
                 tracing::warn!(session = %self.origin.session_id, "password checks saturated");
                 return reply::AUTH_UNAVAILABLE;
             }
+            Ok(result) => result,
         };
-        let accounts = self.shared.accounts();
-        let name = user.clone();
-        let result = tokio::task::spawn_blocking(move || accounts.verify(&name, &pass)).await;
-        drop(permit);
         match result {
             Ok(Some(account)) => {
                 tracing::info!(

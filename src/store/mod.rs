@@ -16,6 +16,7 @@
 //! - `tests/store_suite.rs` runs the same tests against every backend.
 
 pub mod documents;
+pub mod guesses;
 pub mod limits;
 pub mod links;
 pub mod migrate;
@@ -423,6 +424,30 @@ pub trait Store: Send + Sync + 'static {
     /// that answer `410`) and download-log entries older than `before_ms`;
     /// returns how many rows went.
     fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Takes one attempt at a link's password from `client` (its address
+    /// key: IPv4 address or IPv6 /64, stored pseudonymised) before the
+    /// password is tried, in one transaction; `Ok(Err(wait))` when a budget
+    /// is spent (then nothing is taken). See [`guesses`].
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: guesses::GuessPolicy,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>>;
+
+    /// Hands back an attempt taken by [`Store::take_guess`]: the password
+    /// was right, or could not be tried.
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: guesses::GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes guess budgets that no longer limit anything.
+    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     // The delivery log (SPEC §7 data minimisation).
 

@@ -772,6 +772,39 @@ impl Store for PostgresStore {
         Box::pin(async move { in_tx!(self.pool, |tx| links::purge(&tx, before_ms).await?) })
     }
 
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: super::guesses::GuessPolicy,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>> {
+        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                links::take_guess(&tx, &keys, &policy, now_ms).await?
+            })
+        })
+    }
+
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: super::guesses::GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                links::give_back_guess(&tx, &keys, &policy).await?
+            })
+        })
+    }
+
+    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| links::purge_guesses(&tx, now_ms).await?) })
+    }
+
     fn set_clear_recipients(&self, clear: bool) {
         self.clear_recipients.store(clear, Ordering::Relaxed);
     }

@@ -859,6 +859,31 @@ impl Store for SqliteStore {
         self.write(move |conn| links::purge(conn, before_ms))
     }
 
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: super::guesses::GuessPolicy,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>> {
+        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
+        self.write(move |conn| links::take_guess(conn, &keys, &policy, now_ms))
+    }
+
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: super::guesses::GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
+        self.write(move |conn| links::give_back_guess(conn, &keys, &policy))
+    }
+
+    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| links::purge_guesses(conn, now_ms))
+    }
+
     fn set_clear_recipients(&self, clear: bool) {
         self.clear_recipients.store(clear, Ordering::Relaxed);
     }

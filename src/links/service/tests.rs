@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use super::*;
 use crate::links::LinkView;
 use crate::store::BoxFuture;
+use crate::store::guesses::{self, GuessRow};
 
 const PROTECTED: &str = "prot_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const OPEN: &str = "open_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -36,6 +37,8 @@ struct Fake {
     records: Mutex<Vec<(String, DownloadOutcome, Option<IpAddr>)>>,
     lookups: AtomicUsize,
     opens: AtomicUsize,
+    /// The store's guess budgets, kept as the store keeps them.
+    guesses: Mutex<HashMap<String, GuessRow>>,
 }
 
 impl Fake {
@@ -144,6 +147,42 @@ impl Documents for Fake {
         Box::pin(std::future::ready(result))
     }
 
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: IpAddr,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<Result<(), Duration>, VaultError>> {
+        let keys = guesses::keys(link_id, &client.to_string());
+        let mut map = self.guesses.lock().unwrap();
+        let rows = keys
+            .clone()
+            .map(|k| map.get(&k).copied().unwrap_or_default());
+        let result = guesses::take(rows, crate::store::now_ms(), &policy).map(|rows| {
+            for (k, r) in keys.into_iter().zip(rows) {
+                map.insert(k, r);
+            }
+        });
+        Box::pin(std::future::ready(Ok(result)))
+    }
+
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: IpAddr,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), VaultError>> {
+        let keys = guesses::keys(link_id, &client.to_string());
+        let mut map = self.guesses.lock().unwrap();
+        let rows = keys
+            .clone()
+            .map(|k| map.get(&k).copied().unwrap_or_default());
+        for (k, r) in keys.into_iter().zip(guesses::give_back(rows, &policy)) {
+            map.insert(k, r);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn record(
         &self,
         link_id: &str,
@@ -183,17 +222,17 @@ struct Server {
 }
 
 impl Server {
-    async fn start(fake: Fake, opts: ServiceOptions, windows: Windows) -> Server {
+    async fn start(fake: Fake, opts: ServiceOptions) -> Server {
         let fake = Arc::new(fake);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = build(fake.clone(), opts, windows);
+        let router = router(fake.clone(), opts);
         tokio::spawn(serve(listener, router, std::future::pending()));
         Server { addr, fake }
     }
 
     async fn standard() -> Server {
-        Server::start(Fake::standard(), ServiceOptions::default(), long_windows()).await
+        Server::start(Fake::standard(), ServiceOptions::default()).await
     }
 
     async fn raw(&self, request: &[u8]) -> Reply {
@@ -247,13 +286,6 @@ impl Server {
         let body = format!("password={password}");
         self.request("POST", &format!("/d/{token}"), extra, &body)
             .await
-    }
-}
-
-fn long_windows() -> Windows {
-    Windows {
-        link: LINK_WINDOW,
-        ip: IP_WINDOW,
     }
 }
 
@@ -326,7 +358,7 @@ async fn english_pages() {
         language: Language::En,
         ..ServiceOptions::default()
     };
-    let server = Server::start(Fake::standard(), opts, long_windows()).await;
+    let server = Server::start(Fake::standard(), opts).await;
     let html = server.get(PROTECTED).await.text();
     assert!(html.contains("<html lang=\"en\">"));
     assert!(html.contains("2025-12-31"));
@@ -384,14 +416,19 @@ async fn right_password_sends_the_exact_bytes() {
 
 #[tokio::test]
 async fn wrong_passwords_are_refused_counted_and_limited() {
-    let windows = Windows {
-        link: Duration::from_secs(5),
-        ip: IP_WINDOW,
+    let opts = ServiceOptions {
+        guesses: GuessPolicy {
+            // Long enough that a loaded machine still answers the next
+            // requests within it.
+            backoff: Duration::from_secs(3),
+            ..GuessPolicy::default()
+        },
+        ..ServiceOptions::default()
     };
-    let server = Server::start(Fake::standard(), ServiceOptions::default(), windows).await;
+    let server = Server::start(Fake::standard(), opts).await;
 
     // Four wrong, then the right one: under the limit it always works,
-    // and it does not use up a try itself.
+    // does not use up a try itself, and starts the client's count afresh.
     for _ in 0..4 {
         let reply = server.post(PROTECTED, "falsch", "").await;
         assert_eq!(reply.status, 403);
@@ -401,42 +438,91 @@ async fn wrong_passwords_are_refused_counted_and_limited() {
         assert!(html.contains(PASSWORD_INPUT));
     }
     assert_eq!(server.post(PROTECTED, SECRET, "").await.status, 200);
-    assert_eq!(server.post(PROTECTED, "falsch", "").await.status, 403);
-    assert_eq!(server.fake.opens(), 6);
+    for _ in 0..5 {
+        assert_eq!(server.post(PROTECTED, "falsch", "").await.status, 403);
+    }
+    assert_eq!(server.fake.opens(), 10);
 
-    // Sixth wrong one within the window: 429, and the password is not
-    // tried, not even the right one.
+    // The sixth wrong one in a row: 429, and the password is not tried,
+    // not even the right one.
     let reply = server.post(PROTECTED, "falsch", "").await;
     assert_eq!(reply.status, 429);
     assert_page_headers(&reply);
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
-    assert_eq!(retry, 1, "one cell per second");
+    assert!((1..=3).contains(&retry), "the first back-off: {retry}");
     assert!(
         reply
             .text()
-            .contains("Bitte versuchen Sie es in 1 Sekunde erneut.")
+            .contains(&format!("Bitte versuchen Sie es in {retry} Sekunde")),
+        "{}",
+        reply.text()
     );
     assert_eq!(server.post(PROTECTED, SECRET, "").await.status, 429);
-    assert_eq!(server.fake.opens(), 6);
+    assert_eq!(server.fake.opens(), 10);
 
     let outcomes: Vec<DownloadOutcome> = server.fake.records().into_iter().map(|r| r.1).collect();
     use DownloadOutcome::*;
-    assert_eq!(
-        outcomes,
-        [
-            WrongPassword,
-            WrongPassword,
-            WrongPassword,
-            WrongPassword,
-            Downloaded,
-            WrongPassword,
-            RateLimited,
-            RateLimited
-        ]
-    );
+    let mut expected = vec![WrongPassword; 4];
+    expected.push(Downloaded);
+    expected.extend([WrongPassword; 5]);
+    expected.extend([RateLimited, RateLimited]);
+    assert_eq!(outcomes, expected);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(server.post(PROTECTED, SECRET, "").await.status, 200);
+    // After the back-off the right password works again (asking early is
+    // refused and takes nothing).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match server.post(PROTECTED, SECRET, "").await.status {
+            200 => break,
+            429 => assert!(std::time::Instant::now() < deadline, "still refused"),
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_strangers_guesses_do_not_lock_out_the_recipient() {
+    let server = Server::standard().await;
+    let stranger = "X-Forwarded-For: 203.0.113.9\r\n";
+    let recipient = "X-Forwarded-For: 198.51.100.1\r\n";
+    let mut refused = 0;
+    for _ in 0..12 {
+        match server.post(PROTECTED, "falsch", stranger).await.status {
+            403 => {}
+            429 => refused += 1,
+            other => panic!("stranger got {other}"),
+        }
+    }
+    assert_eq!(refused, 7, "five tries, then the back-off");
+    // Same /64 is the same client; another address is not affected.
+    let reply = server.post(PROTECTED, SECRET, recipient).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn the_link_ceiling_holds_across_clients() {
+    let opts = ServiceOptions {
+        guesses: GuessPolicy {
+            per_link: 3,
+            ..GuessPolicy::default()
+        },
+        ..ServiceOptions::default()
+    };
+    let server = Server::start(Fake::standard(), opts).await;
+    let from = |n: u8| format!("X-Forwarded-For: 203.0.113.{n}\r\n");
+    for n in 1..=3 {
+        assert_eq!(server.post(PROTECTED, "falsch", &from(n)).await.status, 403);
+    }
+    // A fresh client with the right password meets the ceiling (20 min
+    // until the next attempt frees up), and its password is not tried.
+    let reply = server.post(PROTECTED, SECRET, &from(4)).await;
+    assert_eq!(reply.status, 429);
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((19 * 60..=20 * 60).contains(&retry), "{retry}");
+    assert_eq!(server.fake.opens(), 3);
+    // Other links are not affected.
+    assert_eq!(server.post(&link(0), SECRET, &from(4)).await.status, 200);
 }
 
 #[tokio::test]
@@ -460,10 +546,13 @@ fn link(i: usize) -> String {
 async fn per_ip_limit_spans_links_and_trusts_the_proxy() {
     let opts = ServiceOptions {
         log_client_ip: true,
-        attempts_per_ip: 3,
+        guesses: GuessPolicy {
+            per_client: 3,
+            ..GuessPolicy::default()
+        },
         ..ServiceOptions::default()
     };
-    let server = Server::start(Fake::standard(), opts, long_windows()).await;
+    let server = Server::start(Fake::standard(), opts).await;
     let attacker = "X-Forwarded-For: 203.0.113.9\r\n";
     for i in 0..3 {
         assert_eq!(server.post(&link(i), "falsch", attacker).await.status, 403);
@@ -495,10 +584,13 @@ async fn forwarded_for_is_ignored_from_untrusted_peers() {
     let opts = ServiceOptions {
         trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
         log_client_ip: true,
-        attempts_per_ip: 2,
+        guesses: GuessPolicy {
+            per_client: 2,
+            ..GuessPolicy::default()
+        },
         ..ServiceOptions::default()
     };
-    let server = Server::start(Fake::standard(), opts, long_windows()).await;
+    let server = Server::start(Fake::standard(), opts).await;
     let spoof = |n: u8| format!("X-Forwarded-For: 192.0.2.{n}\r\n");
     assert_eq!(server.post(&link(0), "falsch", &spoof(1)).await.status, 403);
     assert_eq!(server.post(&link(1), "falsch", &spoof(2)).await.status, 403);

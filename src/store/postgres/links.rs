@@ -1,9 +1,12 @@
 //! The link tables of the PostgreSQL store (see `crate::store::links` for
 //! what a row holds before and after expiry).
 
+use std::time::Duration;
+
 use tokio_postgres::Row;
 
 use super::Tx;
+use crate::store::guesses::{self, GuessPolicy, GuessRow};
 use crate::store::{DownloadNotice, LinkRecord, LinkState, NewLink, StoreError, now_ms};
 
 pub(super) async fn insert(
@@ -223,4 +226,83 @@ pub(super) async fn purge(tx: &Tx<'_>, before: i64) -> Result<usize, StoreError>
         .execute("DELETE FROM downloads WHERE at < $1", &[&before])
         .await?;
     Ok(usize::try_from(tombstones + log).unwrap_or(usize::MAX))
+}
+
+/// [`guesses::take`] on the budgets of `keys`, their rows locked for the
+/// transaction so that parallel attempts (other instances too) queue.
+pub(super) async fn take_guess(
+    tx: &Tx<'_>,
+    keys: &[String; 3],
+    policy: &GuessPolicy,
+    now: i64,
+) -> Result<Result<(), Duration>, StoreError> {
+    Ok(
+        match guesses::take(lock_guesses(tx, keys).await?, now, policy) {
+            Ok(rows) => Ok(write_guesses(tx, keys, &rows).await?),
+            Err(wait) => Err(wait),
+        },
+    )
+}
+
+pub(super) async fn give_back_guess(
+    tx: &Tx<'_>,
+    keys: &[String; 3],
+    policy: &GuessPolicy,
+) -> Result<(), StoreError> {
+    let rows = guesses::give_back(lock_guesses(tx, keys).await?, policy);
+    write_guesses(tx, keys, &rows).await
+}
+
+/// Creates missing rows (as empty budgets), then locks all three, both in
+/// key order, so two attempts never wait for each other in a circle.
+async fn lock_guesses(tx: &Tx<'_>, keys: &[String; 3]) -> Result<[GuessRow; 3], StoreError> {
+    let keys = keys.to_vec();
+    tx.execute(
+        "INSERT INTO link_guesses (key, count, at, expires)
+         SELECT k, 0, 0, 0 FROM unnest($1::text[]) AS k ORDER BY k
+         ON CONFLICT (key) DO NOTHING",
+        &[&keys],
+    )
+    .await?;
+    let found = tx
+        .query(
+            "SELECT key, count, at, expires FROM link_guesses
+             WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+            &[&keys],
+        )
+        .await?;
+    let mut rows = [GuessRow::default(); 3];
+    for r in found {
+        let key: String = r.try_get(0)?;
+        if let Some(i) = keys.iter().position(|k| *k == key) {
+            rows[i] = GuessRow {
+                count: r.try_get(1)?,
+                at: r.try_get(2)?,
+                expires: r.try_get(3)?,
+            };
+        }
+    }
+    Ok(rows)
+}
+
+async fn write_guesses(
+    tx: &Tx<'_>,
+    keys: &[String; 3],
+    rows: &[GuessRow; 3],
+) -> Result<(), StoreError> {
+    let st = tx
+        .prepare_cached("UPDATE link_guesses SET count = $2, at = $3, expires = $4 WHERE key = $1")
+        .await?;
+    for (row, key) in rows.iter().zip(keys) {
+        tx.execute(&st, &[key, &row.count, &row.at, &row.expires])
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn purge_guesses(tx: &Tx<'_>, now: i64) -> Result<usize, StoreError> {
+    let n = tx
+        .execute("DELETE FROM link_guesses WHERE expires <= $1", &[&now])
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }

@@ -1,7 +1,10 @@
 //! The link tables of the embedded store (see `crate::store::links`).
 
+use std::time::Duration;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::store::guesses::{self, GuessPolicy, GuessRow};
 use crate::store::{DownloadNotice, LinkRecord, LinkState, NewLink, StoreError, now_ms};
 
 pub(super) const SCHEMA: &str = "
@@ -31,6 +34,13 @@ CREATE TABLE IF NOT EXISTS downloads (
     ip      TEXT
 );
 CREATE INDEX IF NOT EXISTS downloads_at ON downloads(at);
+CREATE TABLE IF NOT EXISTS link_guesses (
+    key     TEXT PRIMARY KEY,
+    count   INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS link_guesses_expires ON link_guesses(expires);
 ";
 
 pub(super) fn insert(
@@ -203,4 +213,68 @@ pub(super) fn purge(conn: &Connection, before: i64) -> Result<usize, StoreError>
     )?;
     let log = conn.execute("DELETE FROM downloads WHERE at < ?1", [before])?;
     Ok(tombstones + log)
+}
+
+/// [`guesses::take`] on the budgets of `keys`, inside the writer's
+/// transaction (so attempts never interleave).
+pub(super) fn take_guess(
+    conn: &Connection,
+    keys: &[String; 3],
+    policy: &GuessPolicy,
+    now: i64,
+) -> Result<Result<(), Duration>, StoreError> {
+    Ok(
+        match guesses::take(read_guesses(conn, keys)?, now, policy) {
+            Ok(rows) => Ok(write_guesses(conn, keys, &rows)?),
+            Err(wait) => Err(wait),
+        },
+    )
+}
+
+pub(super) fn give_back_guess(
+    conn: &Connection,
+    keys: &[String; 3],
+    policy: &GuessPolicy,
+) -> Result<(), StoreError> {
+    let rows = guesses::give_back(read_guesses(conn, keys)?, policy);
+    write_guesses(conn, keys, &rows)
+}
+
+fn read_guesses(conn: &Connection, keys: &[String; 3]) -> Result<[GuessRow; 3], StoreError> {
+    let mut read =
+        conn.prepare_cached("SELECT count, at, expires FROM link_guesses WHERE key = ?1")?;
+    let mut rows = [GuessRow::default(); 3];
+    for (row, key) in rows.iter_mut().zip(keys) {
+        let found = read
+            .query_row([key], |r| {
+                Ok(GuessRow {
+                    count: r.get(0)?,
+                    at: r.get(1)?,
+                    expires: r.get(2)?,
+                })
+            })
+            .optional()?;
+        *row = found.unwrap_or_default();
+    }
+    Ok(rows)
+}
+
+fn write_guesses(
+    conn: &Connection,
+    keys: &[String; 3],
+    rows: &[GuessRow; 3],
+) -> Result<(), StoreError> {
+    let mut write = conn.prepare_cached(
+        "INSERT INTO link_guesses (key, count, at, expires) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key) DO UPDATE SET
+           count = excluded.count, at = excluded.at, expires = excluded.expires",
+    )?;
+    for (row, key) in rows.iter().zip(keys) {
+        write.execute(params![key, row.count, row.at, row.expires])?;
+    }
+    Ok(())
+}
+
+pub(super) fn purge_guesses(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute("DELETE FROM link_guesses WHERE expires <= ?1", [now])?)
 }
