@@ -126,7 +126,7 @@ impl VaultError {
         match self {
             VaultError::Store(e) => e.is_out_of_space(),
             VaultError::File { cause, .. } => crate::store::io_out_of_space(cause),
-            VaultError::Damaged(_) => false,
+            VaultError::Damaged(_) | VaultError::Busy => false,
         }
     }
 }
