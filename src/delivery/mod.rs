@@ -927,9 +927,12 @@ async fn record_kept(engine: Arc<Engine>) {
         }
         tokio::time::sleep(RECORD_RETRY).await;
         match record_kept_once(&engine).await {
-            Ok(()) => {
+            // A wake-up left over from an outcome recorded meanwhile.
+            Ok(0) => {}
+            Ok(n) => {
                 log.reset();
                 tracing::info!(
+                    outcomes = n,
                     "store writable again: kept delivery outcomes recorded, delivery resumed"
                 );
             }
@@ -947,20 +950,18 @@ async fn record_kept(engine: Arc<Engine>) {
     }
 }
 
-/// Offers every kept outcome to the store once, oldest first. `Err` with
-/// how many are left and the store's answer when it refused one.
-async fn record_kept_once(engine: &Engine) -> Result<(), (usize, String)> {
+/// Offers every kept outcome to the store once, oldest first; how many
+/// there were. `Err` with how many are left and the store's answer when it
+/// refused one.
+async fn record_kept_once(engine: &Engine) -> Result<usize, (usize, String)> {
     let unrecorded = &engine.shared.unrecorded;
     let kept = unrecorded.snapshot();
-    if kept.is_empty() {
-        return Ok(());
-    }
     let store = engine.shared.queue.store();
     for (n, k) in kept.iter().enumerate() {
         match store.record_attempt(&k.queue_id, k.update.clone()).await {
             Ok(state) => {
-                // `expected_attempts` did not match nothing else, so this is
-                // the attempt's own record.
+                // `expected_attempts` matched: this is the attempt's own
+                // record (or the message was final already, see the store).
                 let attempts = k.update.expected_attempts;
                 recorded(engine, &k.queue_id, attempts, &k.update, state);
                 tracing::info!(queue_id = %k.queue_id, attempt = attempts + 1, state = %state, "delivery attempt recorded late");
@@ -978,7 +979,7 @@ async fn record_kept_once(engine: &Engine) -> Result<(), (usize, String)> {
         unrecorded.recorded(&k.queue_id);
         engine.release(&k.queue_id);
     }
-    Ok(())
+    Ok(kept.len())
 }
 
 /// The delivery status notification for `failures`, to the sender.
