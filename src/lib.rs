@@ -30,6 +30,8 @@ pub mod anomaly;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod links;
 pub mod listener;

@@ -17,7 +17,7 @@
 //! A `LOCAL` header (HAProxy's health checks) gets an ordinary session
 //! under the proxy's own address, so `option smtpchk` works.
 
-mod proxy;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
