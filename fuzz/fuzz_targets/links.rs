@@ -12,9 +12,20 @@ fuzz_target!(|data: &[u8]| {
     let Some((answer, tokens)) = schleuse_fuzz::links(data) else {
         return;
     };
-    assert_ne!(answer.status, 500, "{}", String::from_utf8_lossy(&answer.body));
+    assert_ne!(
+        answer.status,
+        500,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     for token in &tokens {
-        assert!(!contains(&answer.body, token.as_bytes()), "token in the page");
-        assert!(!contains(&answer.headers, token.as_bytes()), "token in a header");
+        assert!(
+            !contains(&answer.body, token.as_bytes()),
+            "token in the page"
+        );
+        assert!(
+            !contains(&answer.headers, token.as_bytes()),
+            "token in a header"
+        );
     }
 });

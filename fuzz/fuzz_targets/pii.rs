@@ -13,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let findings = scan_text(&text, &opts);
     let total: usize = findings.counts.values().sum();
-    assert!(total <= text.len(), "{total} findings in {} bytes", text.len());
+    assert!(
+        total <= text.len(),
+        "{total} findings in {} bytes",
+        text.len()
+    );
     let _ = scan_text(&html_to_text(&text), &opts);
 });

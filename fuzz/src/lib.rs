@@ -288,7 +288,10 @@ struct HttpInput {
 
 fn split_line(data: &[u8]) -> (&[u8], &[u8]) {
     match data.iter().position(|&b| b == b'\n') {
-        Some(i) => (data[..i].strip_suffix(b"\r").unwrap_or(&data[..i]), &data[i + 1..]),
+        Some(i) => (
+            data[..i].strip_suffix(b"\r").unwrap_or(&data[..i]),
+            &data[i + 1..],
+        ),
         None => (data, &[]),
     }
 }

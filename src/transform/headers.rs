@@ -279,7 +279,10 @@ mod tests {
         let msg = "From: a@landkreis.example\r\nX-VIA-Cateägory: manual\r\n\
             X-Mailjet-Träck: 1\r\nX-Ä: kept\r\nSubject: s\r\n\r\nbody\r\n";
         let out = run(&Config::default(), &account(), msg.as_bytes());
-        assert!(!out.contains("Cateägory") && !out.contains("Träck"), "{out}");
+        assert!(
+            !out.contains("Cateägory") && !out.contains("Träck"),
+            "{out}"
+        );
         assert!(out.contains("X-Ä: kept\r\n"), "{out}");
     }
 }
