@@ -34,7 +34,7 @@ command -v cargo-fuzz >/dev/null || {
 BUILD=(cargo fuzz build -O -s none --codegen-units 16)
 echo "fuzz/run.sh: ${BUILD[*]}"
 (cd .. && "${BUILD[@]}")
-BIN=target/x86_64-unknown-linux-gnu/release
+BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release
 
 ./seed.sh
 
