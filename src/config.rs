@@ -731,7 +731,7 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("(built-in default)"))
     }
 
-    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let parse_error = |key: String, err: &toml::de::Error| ConfigError::Parse {
             file: path.to_owned(),
             line: err

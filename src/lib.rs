@@ -31,6 +31,8 @@ pub mod argon2_pool;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod links;
 pub mod listener;

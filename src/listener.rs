@@ -23,7 +23,7 @@
 //! A `LOCAL` header (HAProxy's health checks) gets an ordinary session
 //! under the proxy's own address, so `option smtpchk` works.
 
-mod proxy;
+pub mod proxy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

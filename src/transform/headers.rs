@@ -39,11 +39,14 @@ pub struct Edited {
 }
 
 /// Case-insensitive match of a field name against `Name` or `Prefix-*`.
+/// Compared as bytes: a client's field name may hold non-ASCII characters,
+/// and the prefix's length can end inside one of them.
 fn name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => {
-            name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
-        }
+        Some(prefix) => name
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes())),
         None => pattern.eq_ignore_ascii_case(name),
     }
 }
@@ -264,5 +267,22 @@ mod tests {
         assert!(name_matches("X-Mailer", "x-mailer"));
         assert!(!name_matches("X-Mailer", "X-Mailer-Version"));
         assert!(has_prefix("X-MJ-CustomID", &MAILJET_PREFIXES));
+    }
+
+    /// Found by fuzz/session: a field name with a multi-byte character
+    /// where a prefix's length ends (`X-Schleuse-` is 11 bytes, the `ä`
+    /// of `X-VIA-Cateägory` takes bytes 10 and 11) panicked the session.
+    #[test]
+    fn non_ascii_field_names() {
+        assert!(!name_matches("X-Schleuse-*", "X-VIA-Cateägory"));
+        assert!(name_matches("X-VIA-*", "X-VIA-Cateägory"));
+        let msg = "From: a@landkreis.example\r\nX-VIA-Cateägory: manual\r\n\
+            X-Mailjet-Träck: 1\r\nX-Ä: kept\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = run(&Config::default(), &account(), msg.as_bytes());
+        assert!(
+            !out.contains("Cateägory") && !out.contains("Träck"),
+            "{out}"
+        );
+        assert!(out.contains("X-Ä: kept\r\n"), "{out}");
     }
 }

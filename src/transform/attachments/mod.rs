@@ -139,6 +139,8 @@ pub struct Plan {
     pub documents: Vec<Document>,
     doc_count: usize,
     raw_len: usize,
+    /// What the scan went by; [`rewrite`] checks its result with them.
+    opts: ExtractOptions,
     /// Byte ranges of `raw` to drop (parts with their delimiter lines), and
     /// what replaces them (only ever a missing close delimiter).
     cuts: Vec<(usize, usize, Vec<u8>)>,

@@ -190,6 +190,7 @@ pub fn scan(raw: &[u8], opts: &ExtractOptions) -> Result<Scan, ExtractError> {
         documents,
         doc_count,
         raw_len: raw.len(),
+        opts: *opts,
         cuts,
         plain,
         html,

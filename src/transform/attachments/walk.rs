@@ -187,7 +187,10 @@ impl<'r> Walker<'r> {
                 let (_, prev_end) = bounds(a - 1)?;
                 let (first_start, _) = bounds(a)?;
                 let (_, last_end) = bounds(b)?;
-                if prev_end > first_start {
+                if prev_end > first_start
+                    || !line_break_at(self.raw, prev_end)
+                    || !(last_end == self.raw.len() || line_break_at(self.raw, last_end))
+                {
                     return Err(ExtractError::Malformed);
                 }
                 (prev_end, last_end)
@@ -198,7 +201,10 @@ impl<'r> Walker<'r> {
                 let (first_start, _) = bounds(0)?;
                 let (_, last_end) = bounds(b)?;
                 let (next_start, _) = bounds(b + 1)?;
-                if last_end > next_start {
+                if last_end > next_start
+                    || !line_start(self.raw, first_start)
+                    || !line_start(self.raw, next_start)
+                {
                     return Err(ExtractError::Malformed);
                 }
                 (first_start, next_start)
@@ -395,6 +401,20 @@ pub(super) fn delimiter(part: &MessagePart<'_>) -> Result<Vec<u8>, ExtractError>
     let mut d = b"--".to_vec();
     d.extend_from_slice(boundary.as_bytes());
     Ok(d)
+}
+
+/// Cuts must fall on line boundaries: mail-parser also finds a delimiter
+/// in the middle of a line, or a part's header right after the delimiter on
+/// its line, and cutting there would join lines, so the rest of the message
+/// would parse differently (a body line could become a part's header).
+fn line_start(raw: &[u8], at: usize) -> bool {
+    at > 0 && raw.get(at - 1) == Some(&b'\n')
+}
+
+/// Whether a line break starts at `at` (the one in front of a delimiter).
+fn line_break_at(raw: &[u8], at: usize) -> bool {
+    raw.get(at..)
+        .is_some_and(|r| r.starts_with(b"\r\n") || r.starts_with(b"\n"))
 }
 
 /// Whether a delimiter line follows the part ending at `end`.

@@ -7,11 +7,14 @@ use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use super::classify::cte_of;
 use super::document::decode_body;
 use super::encode::base64_lines;
-use super::{Document, ExtractOptions, Plan, Scan, rewrite, scan};
+use super::{
+    DEFAULT_INLINE_IMAGE_MAX, Document, ExtractError, ExtractOptions, Plan, Scan, rewrite, scan,
+};
 use crate::links::Language;
 use crate::transform::linkblock::{Block, Entry};
 
 mod fixtures;
+mod fuzzed;
 mod structure;
 mod text;
 
