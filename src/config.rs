@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 mod attachments;
 pub use attachments::{AttachmentMode, Attachments, LinkPassword, SignedPolicy};
 mod suppression;
-pub use suppression::Suppression;
+pub use suppression::{MailjetRule, Suppression};
 mod reputation;
 pub use reputation::{Reputation, dns_name};
 mod documents;

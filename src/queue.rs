@@ -64,6 +64,9 @@ pub fn staff_notice(
         id: new_queue_id(),
         account: account.to_owned(),
         sender: system_address.to_owned(),
+        // A notice that bounces is the county's business, not the staff
+        // member's whose address failed.
+        dsn_to: Some(system_address.to_owned()),
         recipients: vec![staff.to_owned()],
         content,
         ..NewMessage::default()

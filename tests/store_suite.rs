@@ -14,7 +14,7 @@ use schleuse::store::limits::{Ban, Counter};
 use schleuse::store::postgres::{PgOptions, PostgresStore};
 use schleuse::store::sqlite::SqliteStore;
 use schleuse::store::suppression::{
-    NewRelayEvent, SuppressOutcome, Suppression, SuppressionSource,
+    NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource,
 };
 use schleuse::store::{
     AttemptUpdate, LinkState, MessageState, NewLink, NewMessage, RecipientState, Store, StoreError,
@@ -104,6 +104,7 @@ suite!(
     deleting_a_message_revokes_its_links,
     suppression_never_shortens,
     relay_events_are_idempotent_and_pseudonymised,
+    relay_events_move_recipients_on_and_queue_one_dsn,
     counters_add_up_and_windows_end,
     bans_lengthen_list_and_lift,
     gdpr_export_and_erase,
@@ -771,6 +772,7 @@ async fn relay_events_are_idempotent_and_pseudonymised(b: &Backend) {
         relay_message_id: Some("123".into()),
         recipient: "Kind@Example.org".into(),
         detail: Some("user unknown <kind@example.org>".into()),
+        effect: None,
     };
     let sup = entry("kind@example.org", Some(now_ms() + 100_000));
     let first = s
@@ -829,6 +831,7 @@ async fn relay_events_are_idempotent_and_pseudonymised(b: &Backend) {
             relay_message_id: None,
             recipient: "x@example.org".into(),
             detail: None,
+            effect: None,
         },
         None,
     )
@@ -840,6 +843,168 @@ async fn relay_events_are_idempotent_and_pseudonymised(b: &Backend) {
             .expect("purge"),
         (0, 1)
     );
+}
+
+async fn relay_events_move_recipients_on_and_queue_one_dsn(b: &Backend) {
+    let s = &b.store;
+    let mut msg = message(&["Kind@Example.org", "schule@example.org"]);
+    msg.dsn_to = Some("anna@landkreis.example".into());
+    let id = s.enqueue(msg).await.expect("enqueue");
+    let info = s.get(&id).await.expect("get").expect("stored");
+    assert_eq!(info.dsn_to.as_deref(), Some("anna@landkreis.example"));
+    s.due(now_ms() + 1, 10).await.expect("due");
+    s.record_attempt(
+        &id,
+        AttemptUpdate {
+            expected_attempts: 0,
+            recipients: vec![
+                outcome("Kind@Example.org", RecipientState::Delivered, "250 ok"),
+                outcome("schule@example.org", RecipientState::Delivered, "250 ok"),
+            ],
+            next_attempt: None,
+            error: None,
+            bounce_notice: None,
+        },
+    )
+    .await
+    .expect("delivered");
+    let notice = |marker: &str| NewMessage {
+        id: new_queue_id(),
+        recipients: vec!["anna@landkreis.example".into()],
+        content: format!("Subject: {marker}\r\n\r\nbounce\r\n").into_bytes(),
+        ..NewMessage::default()
+    };
+    let event =
+        |key: &str, kind: &str, rcpt: &str, state: RecipientState, dsn: Option<NewMessage>| {
+            NewRelayEvent {
+                key: key.into(),
+                event: kind.into(),
+                at: now_ms(),
+                custom_id: Some(id.clone()),
+                relay_message_id: Some("1".into()),
+                recipient: rcpt.into(),
+                detail: None,
+                effect: Some(RecipientEffect {
+                    state,
+                    reply: format!("relay: {kind} <{rcpt}>"),
+                    notice: dsn,
+                }),
+            }
+        };
+    let state_of = |info: &schleuse::store::MessageInfo, n: usize| info.recipients[n].state;
+
+    let sent = s
+        .record_relay_event(
+            event("e1", "sent", "kind@example.org", RecipientState::Sent, None),
+            None,
+        )
+        .await
+        .expect("sent");
+    assert_eq!(sent.changed, Some(RecipientState::Sent));
+    let first = notice("first");
+    let bounce = s
+        .record_relay_event(
+            event(
+                "e2",
+                "bounce",
+                "KIND@example.org",
+                RecipientState::Bounced,
+                Some(first.clone()),
+            ),
+            None,
+        )
+        .await
+        .expect("bounce");
+    assert_eq!(bounce.changed, Some(RecipientState::Bounced));
+    assert_eq!(bounce.notice.as_deref(), Some(first.id.as_str()));
+    let info = s.get(&id).await.expect("get").expect("kept");
+    assert_eq!(info.state, MessageState::Bounced);
+    assert_eq!(state_of(&info, 0), RecipientState::Bounced);
+    assert_eq!(state_of(&info, 1), RecipientState::Delivered);
+    let reply = info.recipients[0].reply.clone().unwrap_or_default();
+    assert!(reply.starts_with("relay: bounce"), "{reply}");
+    assert!(
+        !reply.to_lowercase().contains("kind@example.org"),
+        "pseudonymised: {reply}"
+    );
+
+    // Mailjet repeats the bounce as a new event, and a late `sent` arrives:
+    // neither changes anything nor queues a second notice.
+    let second = notice("second");
+    let again = s
+        .record_relay_event(
+            event(
+                "e3",
+                "bounce",
+                "kind@example.org",
+                RecipientState::Bounced,
+                Some(second.clone()),
+            ),
+            None,
+        )
+        .await
+        .expect("again");
+    assert!(again.new && again.matched);
+    assert_eq!((again.changed, again.notice), (None, None));
+    assert!(s.get(&second.id).await.expect("get").is_none());
+    let late = s
+        .record_relay_event(
+            event("e4", "sent", "kind@example.org", RecipientState::Sent, None),
+            None,
+        )
+        .await
+        .expect("late sent");
+    assert_eq!(late.changed, None);
+    let blocked = notice("blocked");
+    let other = s
+        .record_relay_event(
+            event(
+                "e5",
+                "blocked",
+                "schule@example.org",
+                RecipientState::Blocked,
+                Some(blocked.clone()),
+            ),
+            None,
+        )
+        .await
+        .expect("blocked");
+    assert_eq!(other.changed, Some(RecipientState::Blocked));
+    let info = s.get(&id).await.expect("get").expect("kept");
+    assert_eq!(state_of(&info, 0), RecipientState::Bounced);
+    assert_eq!(state_of(&info, 1), RecipientState::Blocked);
+    let queued: Vec<String> = s
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(queued, [first.id.clone(), blocked.id.clone()]);
+
+    // An event for a message that was never handed over changes nothing.
+    let pending = s
+        .enqueue(message(&["wartet@example.org"]))
+        .await
+        .expect("enqueue");
+    let early = s
+        .record_relay_event(
+            NewRelayEvent {
+                custom_id: Some(pending.clone()),
+                ..event(
+                    "e6",
+                    "bounce",
+                    "wartet@example.org",
+                    RecipientState::Bounced,
+                    Some(notice("x")),
+                )
+            },
+            None,
+        )
+        .await
+        .expect("early");
+    assert!(early.matched);
+    assert_eq!((early.changed, early.notice), (None, None));
 }
 
 async fn counters_add_up_and_windows_end(b: &Backend) {

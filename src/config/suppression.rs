@@ -33,6 +33,26 @@ pub struct Suppression {
     /// Larger request bodies get `413`.
     #[serde(deserialize_with = "size")]
     pub webhook_max_body: u64,
+    /// `[[suppression.mailjet_rule]]`: add to or override the built-in
+    /// mapping of Mailjet failure events (`crate::suppression::classify`).
+    pub mailjet_rule: Vec<MailjetRule>,
+}
+
+/// One `error_related_to`/`error` pair of a Mailjet `bounce` or `blocked`
+/// event, and whether it puts the address on the suppression list.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MailjetRule {
+    /// `bounce` or `blocked`.
+    pub event: String,
+    pub error_related_to: String,
+    /// Unset: every error of the class without a rule of its own.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// For `bounce` only: unset applies to hard and soft bounces alike.
+    #[serde(default)]
+    pub hard_bounce: Option<bool>,
+    pub suppress: bool,
 }
 
 impl Default for Suppression {
@@ -43,6 +63,7 @@ impl Default for Suppression {
             webhook_user: None,
             webhook_password: None,
             webhook_max_body: 1024 * 1024,
+            mailjet_rule: Vec::new(),
         }
     }
 }
@@ -76,6 +97,28 @@ impl Suppression {
                 "suppression.hard_bounce_duration",
                 "must be longer than zero".into(),
             ));
+        }
+        for r in &self.mailjet_rule {
+            let event = r.event.trim().to_ascii_lowercase();
+            if event != "bounce" && event != "blocked" {
+                return Err((
+                    "suppression.mailjet_rule.event",
+                    format!("must be \"bounce\" or \"blocked\", not {:?}", r.event),
+                ));
+            }
+            if r.error_related_to.trim().is_empty() {
+                return Err((
+                    "suppression.mailjet_rule.error_related_to",
+                    "must name Mailjet's error class (recipient, domain, spam, content, system, mailjet)"
+                        .into(),
+                ));
+            }
+            if event == "blocked" && r.hard_bounce.is_some() {
+                return Err((
+                    "suppression.mailjet_rule.hard_bounce",
+                    "applies to bounce events only".into(),
+                ));
+            }
         }
         if self.webhook_max_body < 1024 {
             return Err((

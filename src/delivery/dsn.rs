@@ -7,6 +7,8 @@
 
 use mail_builder::headers::date::Date;
 
+use crate::store::{MessageInfo, NewMessage, new_queue_id};
+
 /// One failed recipient.
 pub struct Failure<'a> {
     pub recipient: &'a str,
@@ -14,6 +16,10 @@ pub struct Failure<'a> {
     pub diagnostic: &'a str,
     /// Gave up after `delivery.max_age` rather than on a permanent reply.
     pub expired: bool,
+    /// Reported by the relay after it took the message (a Mailjet event):
+    /// the status its error class stands for. The diagnostic is then the
+    /// relay's words, not an SMTP reply.
+    pub reported: Option<&'a str>,
 }
 
 pub struct Report<'a> {
@@ -23,7 +29,9 @@ pub struct Report<'a> {
     /// Unix milliseconds.
     pub received_at: i64,
     pub failures: &'a [Failure<'a>],
-    /// The original message; only its header block is used.
+    /// The original message; only its header block is used. Empty when it
+    /// is no longer held (content is deleted once a message is final): the
+    /// report then has no third part.
     pub original: &'a [u8],
 }
 
@@ -33,6 +41,9 @@ pub struct Report<'a> {
 fn status_of(f: &Failure<'_>) -> String {
     if f.expired {
         return "5.4.7".into();
+    }
+    if let Some(status) = f.reported {
+        return status.to_string();
     }
     let esc = f.diagnostic.split_whitespace().nth(1).unwrap_or("");
     let parts: Vec<&str> = esc.split('.').collect();
@@ -116,19 +127,52 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
             "\r\nFinal-Recipient: rfc822; {}\r\n\
              Action: failed\r\n\
              Status: {}\r\n\
-             Diagnostic-Code: smtp; {}\r\n",
+             Diagnostic-Code: {}; {}\r\n",
             one_line(f.recipient),
             status_of(f),
+            if f.reported.is_some() {
+                "X-Mailjet"
+            } else {
+                "smtp"
+            },
             one_line(f.diagnostic)
         ));
     }
-    out.push_str(&format!(
-        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-    ));
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(header_block(r.original));
+    if !r.original.is_empty() {
+        bytes.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
+        );
+        bytes.extend_from_slice(header_block(r.original));
+    }
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     bytes
+}
+
+/// The DSN as a message to queue: null sender (no bounce loops), to `to`.
+pub fn notice(
+    hostname: &str,
+    msg: &MessageInfo,
+    to: &str,
+    failures: &[Failure<'_>],
+    original: &[u8],
+) -> NewMessage {
+    let report = build(&Report {
+        hostname,
+        queue_id: &msg.id,
+        sender: to,
+        received_at: msg.received_at,
+        failures,
+        original,
+    });
+    NewMessage {
+        id: new_queue_id(),
+        account: msg.account.clone(),
+        sender: String::new(),
+        recipients: vec![to.to_owned()],
+        content: report,
+        ..NewMessage::default()
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +185,7 @@ mod tests {
             recipient: "bad@example.org",
             diagnostic: "550 5.1.1 no such user",
             expired: false,
+            reported: None,
         }];
         let dsn = build(&Report {
             hostname: "gw.test",
@@ -169,10 +214,45 @@ mod tests {
             recipient: "r@example.org",
             diagnostic,
             expired,
+            reported: None,
         };
         assert_eq!(status_of(&f("550 5.7.1 denied", false)), "5.7.1");
         assert_eq!(status_of(&f("554 transaction failed", false)), "5.0.0");
         assert_eq!(status_of(&f("451 4.4.1 unreachable", false)), "5.4.1");
         assert_eq!(status_of(&f("451 4.4.1 unreachable", true)), "5.4.7");
+        let event = Failure {
+            reported: Some("5.2.1"),
+            ..f("bounce (hard bounce; error: mailbox inactive)", false)
+        };
+        assert_eq!(status_of(&event), "5.2.1");
+    }
+
+    #[test]
+    fn a_report_after_the_hand_over_has_no_headers_part() {
+        let failures = [Failure {
+            recipient: "kind@schule.example",
+            diagnostic: "bounce (hard bounce; error_related_to: recipient; error: user unknown)",
+            expired: false,
+            reported: Some("5.1.1"),
+        }];
+        let dsn = build(&Report {
+            hostname: "gw.test",
+            queue_id: "q2",
+            sender: "anna@landkreis.example",
+            received_at: 0,
+            failures: &failures,
+            original: b"",
+        });
+        let text = String::from_utf8(dsn).expect("utf8");
+        assert!(text.contains("Status: 5.1.1"), "{text}");
+        assert!(
+            text.contains("Diagnostic-Code: X-Mailjet; bounce"),
+            "{text}"
+        );
+        assert!(!text.contains("rfc822-headers"));
+        let parsed = mail_parser::MessageParser::new()
+            .parse(text.as_bytes())
+            .expect("parses");
+        assert_eq!(parsed.parts.len(), 3);
     }
 }

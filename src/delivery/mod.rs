@@ -44,9 +44,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::{Config, UpstreamMode};
 use crate::server::Shared;
 use crate::store::Store;
-use crate::store::{
-    AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, new_queue_id, now_ms,
-};
+use crate::store::{AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, now_ms};
 use relay::{RcptResult, Upstream};
 use unrecorded::{Kept, LogEvery};
 
@@ -808,8 +806,12 @@ async fn record(
 
     // The DSN is stored with the attempt (one transaction): never lost,
     // never twice.
-    let bounce_notice = (!failures.is_empty() && !msg.sender.is_empty())
-        .then(|| bounce_notice(config, msg, content, &failures));
+    let bounce_notice = match &msg.dsn_to {
+        Some(to) if !failures.is_empty() => {
+            Some(bounce_notice(config, msg, to, content, &failures))
+        }
+        _ => None,
+    };
     // `5xx 5.1.x`: the address does not exist; stop mailing it (SPEC §6).
     // Those refused here for being on the list already are not new bounces.
     let bounced: Vec<(String, String)> = failures
@@ -986,6 +988,7 @@ async fn record_kept_once(engine: &Engine) -> Result<usize, (usize, String)> {
 fn bounce_notice(
     config: &Config,
     msg: &MessageInfo,
+    to: &str,
     content: &[u8],
     failures: &[(String, String)],
 ) -> NewMessage {
@@ -996,22 +999,8 @@ fn bounce_notice(
             recipient: r,
             diagnostic: t,
             expired,
+            reported: None,
         })
         .collect();
-    let report = dsn::build(&dsn::Report {
-        hostname: &config.server.hostname,
-        queue_id: &msg.id,
-        sender: &msg.sender,
-        received_at: msg.received_at,
-        failures: &list,
-        original: content,
-    });
-    NewMessage {
-        id: new_queue_id(),
-        account: msg.account.clone(),
-        sender: String::new(),
-        recipients: vec![msg.sender.clone()],
-        content: report,
-        ..NewMessage::default()
-    }
+    dsn::notice(&config.server.hostname, msg, to, &list, content)
 }

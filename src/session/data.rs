@@ -315,6 +315,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return reply::SIGNING_FAILED;
             }
         }
+        let dsn_to = transform::dsn_recipient(
+            &envelope.sender,
+            &self.config.sender.system_address,
+            &transformed.staff_address,
+        );
         let sender = transformed.envelope_sender.unwrap_or(envelope.sender);
         let mut recipients = envelope.recipients;
         if let Some(copy) = effective
@@ -379,6 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             id,
             account: account.name.clone(),
             sender,
+            dsn_to,
             recipients,
             content: body,
             held,

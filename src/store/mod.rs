@@ -145,26 +145,64 @@ impl std::fmt::Display for MessageState {
 #[serde(rename_all = "lowercase")]
 pub enum RecipientState {
     Pending,
+    /// The upstream took it (`250`).
     Delivered,
+    /// The upstream refused it for good, or it expired.
     Failed,
+    /// The relay reported handing it to the recipient's server (`sent`).
+    Sent,
+    /// The recipient marked it as spam (`spam` event).
+    Complained,
+    /// The relay reported a bounce after taking it (`bounce` event).
+    Bounced,
+    /// The relay blocked it after taking it (`blocked` event).
+    Blocked,
 }
 
 impl RecipientState {
+    pub const ALL: [RecipientState; 7] = [
+        RecipientState::Pending,
+        RecipientState::Delivered,
+        RecipientState::Failed,
+        RecipientState::Sent,
+        RecipientState::Complained,
+        RecipientState::Bounced,
+        RecipientState::Blocked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecipientState::Pending => "pending",
             RecipientState::Delivered => "delivered",
             RecipientState::Failed => "failed",
+            RecipientState::Sent => "sent",
+            RecipientState::Complained => "complained",
+            RecipientState::Bounced => "bounced",
+            RecipientState::Blocked => "blocked",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => RecipientState::Pending,
-            "delivered" => RecipientState::Delivered,
-            "failed" => RecipientState::Failed,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Where a state stands after the hand-over, for the relay's events:
+    /// only a later stage replaces an earlier one, so a `sent` arriving
+    /// after a `bounce` (events come out of order) changes nothing. `None`
+    /// for states the relay's events never touch (not handed over).
+    pub fn after_handover_rank(self) -> Option<u8> {
+        match self {
+            RecipientState::Delivered => Some(0),
+            RecipientState::Sent => Some(1),
+            RecipientState::Complained => Some(2),
+            RecipientState::Bounced | RecipientState::Blocked => Some(3),
+            RecipientState::Pending | RecipientState::Failed => None,
+        }
+    }
+
+    /// The relay failed it after the hand-over.
+    pub fn failed_after_handover(self) -> bool {
+        matches!(self, RecipientState::Bounced | RecipientState::Blocked)
     }
 }
 
@@ -174,8 +212,13 @@ pub struct NewMessage {
     /// Chosen by the caller (it appears in the `Received:` header).
     pub id: QueueId,
     pub account: String,
-    /// Envelope sender; empty for the null sender (DSNs).
+    /// Envelope sender as relayed; empty for the null sender (DSNs).
     pub sender: String,
+    /// Where delivery status notifications go: the envelope sender as the
+    /// app submitted it (the relayed one may be the rewritten system
+    /// address), or the staff member when that was the system address
+    /// itself. `None`: no DSN (null sender).
+    pub dsn_to: Option<String>,
     pub recipients: Vec<String>,
     /// The final message bytes, CRLF line endings, as they will be relayed.
     pub content: Vec<u8>,
@@ -210,6 +253,9 @@ pub struct MessageInfo {
     pub received_at: i64,
     pub account: String,
     pub sender: String,
+    /// Where DSNs go (see [`NewMessage::dsn_to`]); messages stored before
+    /// this was kept fall back to the relayed sender.
+    pub dsn_to: Option<String>,
     pub size: u64,
     pub state: MessageState,
     pub attempts: u32,
@@ -312,6 +358,21 @@ pub struct Erased {
     /// Active links revoked; the caller deletes their documents.
     pub links_revoked: Vec<String>,
     pub downloads: usize,
+}
+
+/// How [`NewMessage::dsn_to`] is stored: `''` for "no DSN", so that `NULL`
+/// keeps meaning "stored before the column existed".
+pub fn dsn_to_column(dsn_to: Option<&str>) -> &str {
+    dsn_to.unwrap_or("")
+}
+
+/// [`MessageInfo::dsn_to`] from the stored column: rows from before it
+/// existed fall back to the relayed sender, as DSNs went then.
+pub fn dsn_to_of(column: Option<String>, sender: &str) -> Option<String> {
+    match column {
+        Some(to) => (!to.is_empty()).then_some(to),
+        None => (!sender.is_empty()).then(|| sender.to_owned()),
+    }
 }
 
 /// The storage interface; see the module docs for the contract.

@@ -879,6 +879,7 @@ impl Store for PostgresStore {
         suppress: Option<Suppression>,
     ) -> BoxFuture<'_, Result<EventOutcome, StoreError>> {
         let pseudonyms = self.pseudonyms_if_hidden();
+        let pseudonym = self.pseudonyms.of(&event.recipient);
         Box::pin(async move {
             in_tx!(self.pool, |tx| {
                 suppression::record_event(
@@ -886,6 +887,7 @@ impl Store for PostgresStore {
                     &event,
                     suppress.as_ref(),
                     pseudonyms.as_ref(),
+                    &pseudonym,
                     now_ms(),
                 )
                 .await?

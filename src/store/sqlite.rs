@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS messages (
     next_attempt INTEGER NOT NULL,
     last_error   TEXT,
     finished_at  INTEGER,
-    note         TEXT
+    note         TEXT,
+    dsn_to       TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(state, next_attempt, seq);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -256,11 +257,13 @@ impl SqliteStore {
 /// Columns added after a database may already exist: added in place, so an
 /// upgrade keeps the queue.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let has_note = conn
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'note'")?
-        .exists([])?;
-    if !has_note {
-        conn.execute_batch("ALTER TABLE messages ADD COLUMN note TEXT")?;
+    for column in ["note", "dsn_to"] {
+        let has = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = ?1")?
+            .exists([column])?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {column} TEXT"))?;
+        }
     }
     Ok(())
 }
@@ -429,8 +432,9 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
         MessageState::Queued
     };
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, account, sender, size, state, next_attempt, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7)",
+        "INSERT INTO messages (id, received_at, account, sender, size, state, next_attempt, note,
+             dsn_to)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8)",
     )?
     .execute(params![
         msg.id,
@@ -440,6 +444,7 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
         msg.content.len() as i64,
         state.as_str(),
         msg.note,
+        crate::store::dsn_to_column(msg.dsn_to.as_deref()),
     ])?;
     let seq = conn.last_insert_rowid();
     let mut rcpt = conn.prepare_cached(
@@ -465,8 +470,8 @@ fn insert_message(conn: &Connection, msg: &NewMessage) -> Result<QueueId, StoreE
     Ok(msg.id.clone())
 }
 
-const INFO_COLUMNS: &str =
-    "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error, note";
+const INFO_COLUMNS: &str = "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error, note, \
+     dsn_to";
 
 fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, MessageInfo)> {
     let state: String = row.get(6)?;
@@ -483,6 +488,7 @@ fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, MessageInfo)> 
             next_attempt: row.get(8)?,
             last_error: row.get(9)?,
             note: row.get(10)?,
+            dsn_to: crate::store::dsn_to_of(row.get(11)?, &row.get::<_, String>(4)?),
             recipients: Vec::new(),
         },
     ))
@@ -944,12 +950,14 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<super::suppression::EventOutcome, StoreError>> {
         let pseudonyms =
             (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone());
+        let pseudonym = self.pseudonyms.of(&event.recipient);
         self.write(move |conn| {
             suppression::record_event(
                 conn,
                 &event,
                 suppress.as_ref(),
                 pseudonyms.as_ref(),
+                &pseudonym,
                 now_ms(),
             )
         })

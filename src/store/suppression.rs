@@ -128,6 +128,25 @@ pub struct NewRelayEvent {
     /// What the relay said (error, error_related_to, ...); never tracking
     /// data. Addresses in it are pseudonymised like the recipient.
     pub detail: Option<String>,
+    /// What the event does to the recipient when it names one of our
+    /// messages (`sent`, `spam`, `bounce`, `blocked`).
+    pub effect: Option<RecipientEffect>,
+}
+
+/// A relay event's change to one recipient of one of our messages. Only a
+/// later stage replaces an earlier one
+/// ([`crate::store::RecipientState::after_handover_rank`]), so repeated and
+/// out-of-order events change nothing twice.
+#[derive(Debug, Clone)]
+pub struct RecipientEffect {
+    pub state: crate::store::RecipientState,
+    /// The recipient's new last reply (addresses in it are pseudonymised
+    /// once the message is final, like the rest of the log).
+    pub reply: String,
+    /// The DSN to the staff member, queued in the same transaction exactly
+    /// when this event turns the recipient into bounced/blocked: once per
+    /// message and recipient however often the relay repeats the event.
+    pub notice: Option<crate::store::NewMessage>,
 }
 
 /// A relay event as the log keeps it.
@@ -146,7 +165,7 @@ pub struct RelayEvent {
 }
 
 /// What [`crate::store::Store::record_relay_event`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventOutcome {
     /// False when the event was known already (a retried batch): nothing
     /// was changed.
@@ -155,6 +174,23 @@ pub struct EventOutcome {
     pub matched: bool,
     /// The suppression it caused, if it asked for one and was new.
     pub suppression: Option<SuppressOutcome>,
+    /// The recipient's new state, when the event changed it.
+    pub changed: Option<crate::store::RecipientState>,
+    /// The DSN queued with the change.
+    pub notice: Option<crate::store::QueueId>,
+}
+
+impl EventOutcome {
+    /// A retried event: nothing was changed.
+    pub fn known() -> EventOutcome {
+        EventOutcome {
+            new: false,
+            matched: false,
+            suppression: None,
+            changed: None,
+            notice: None,
+        }
+    }
 }
 
 /// The suppression side of one data subject (`gdpr export`).

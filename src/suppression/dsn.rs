@@ -217,6 +217,7 @@ Subject: Bescheid\r\n\
             recipient: "nobody@example.org",
             diagnostic: "550 5.1.1 no such user",
             expired: false,
+            reported: None,
         }];
         let dsn = crate::delivery::dsn::build(&crate::delivery::dsn::Report {
             hostname: "gw.test",

@@ -16,6 +16,10 @@
 use aws_lc_rs::digest::{SHA256, digest};
 use serde_json::Value;
 
+use super::classify::{Verdict, classify};
+use crate::config::MailjetRule;
+use crate::store::RecipientState;
+
 /// One event, reduced to what the gateway keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -29,6 +33,12 @@ pub struct Event {
     /// `MessageID`, else `mj_message_id`, else `Message_GUID`.
     pub message_id: Option<String>,
     pub hard_bounce: bool,
+    /// Mailjet's error class and error of a `bounce`/`blocked` event
+    /// (`recipient`, `user unknown`), as sent.
+    pub error_related_to: Option<String>,
+    pub error: Option<String>,
+    /// What the recipient's server answered (`sent`).
+    pub smtp_reply: Option<String>,
     /// The relay's diagnostic: error class and text, spam source, SMTP reply.
     pub detail: Option<String>,
 }
@@ -125,6 +135,9 @@ pub fn parse(v: &Value) -> Result<Event, Skip> {
             .or_else(|| text(v, "Message_GUID"))
             .map(|m| clean(&m, 100)),
         hard_bounce,
+        error_related_to: text(v, "error_related_to").map(|t| clean(&t, 100)),
+        error: text(v, "error").map(|t| clean(&t, 100)),
+        smtp_reply: text(v, "smtp_reply").map(|t| clean(&t, 300)),
         detail: (!detail.is_empty()).then(|| detail.join("; ")),
     })
 }
@@ -140,14 +153,66 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Result<Event, Skip>>, BodyError> {
 }
 
 impl Event {
-    /// The suppression reason, for the events that ask for one.
-    pub fn suppression_reason(&self) -> Option<&'static str> {
-        match self.kind.as_str() {
-            "bounce" if self.hard_bounce => Some("mailjet:bounce"),
-            "blocked" => Some("mailjet:blocked"),
-            "spam" => Some("mailjet:spam"),
-            _ => None,
+    /// What a `bounce`/`blocked` event means (`None` for other kinds).
+    pub fn verdict(&self, rules: &[MailjetRule]) -> Option<Verdict> {
+        classify(
+            &self.kind,
+            self.hard_bounce,
+            self.error_related_to.as_deref(),
+            self.error.as_deref(),
+            rules,
+        )
+    }
+
+    /// The suppression reason, for the events that say the address is bad:
+    /// a complaint, or a failure [`classify`] puts on the list.
+    pub fn suppression_reason(&self, rules: &[MailjetRule]) -> Option<String> {
+        if self.kind == "spam" {
+            return Some("mailjet:spam".into());
         }
+        let verdict = self.verdict(rules)?;
+        verdict.suppress.then(|| {
+            format!(
+                "mailjet:{} {}/{}",
+                self.kind,
+                self.error_related_to
+                    .as_deref()
+                    .unwrap_or("-")
+                    .to_lowercase(),
+                self.error.as_deref().unwrap_or("-").to_lowercase()
+            )
+        })
+    }
+
+    /// What becomes of the recipient of one of our messages: the new state
+    /// and the text `queue show` gives as its last reply.
+    pub fn recipient_state(&self) -> Option<(RecipientState, String)> {
+        let state = match self.kind.as_str() {
+            "sent" => RecipientState::Sent,
+            "spam" => RecipientState::Complained,
+            "bounce" => RecipientState::Bounced,
+            "blocked" => RecipientState::Blocked,
+            _ => return None,
+        };
+        let text = match state {
+            RecipientState::Sent => format!(
+                "relay: sent{}",
+                self.smtp_reply
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            RecipientState::Complained => "relay: spam complaint by the recipient".to_string(),
+            _ => format!(
+                "relay: {}{}",
+                self.kind,
+                self.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        };
+        Some((state, text))
     }
 
     /// The idempotency key: Mailjet has no event id, but type, time,
@@ -206,22 +271,29 @@ mod tests {
         assert_eq!(hard.time, Some(1_795_170_000));
         assert_eq!(hard.message_id.as_deref(), Some("19421777835146490"));
         assert_eq!(hard.custom_id.as_deref(), Some("abcdefghijklmnop"));
-        assert_eq!(hard.suppression_reason(), Some("mailjet:bounce"));
+        assert_eq!(
+            hard.suppression_reason(&[]).as_deref(),
+            Some("mailjet:bounce recipient/user unknown")
+        );
         let detail = hard.detail.as_deref().unwrap_or_default();
         assert!(detail.contains("error: user unknown"), "{detail}");
         let soft = events[1].as_ref().expect("soft bounce");
         assert_eq!(soft.time, Some(1_795_170_001));
-        assert_eq!(soft.suppression_reason(), None);
+        assert_eq!(soft.suppression_reason(&[]), None);
         let open = events[2].as_ref().expect("open");
-        assert_eq!(open.suppression_reason(), None);
+        assert_eq!(open.suppression_reason(&[]), None);
         assert_eq!(open.detail, None, "no ip, geo or agent kept");
         assert_eq!(
-            events[3].as_ref().map(Event::suppression_reason),
-            Ok(Some("mailjet:spam"))
+            events[3].as_ref().map(|e| e.suppression_reason(&[])),
+            Ok(Some("mailjet:spam".into()))
         );
         assert_eq!(
-            events[4].as_ref().map(Event::suppression_reason),
-            Ok(Some("mailjet:blocked"))
+            events[4].as_ref().map(|e| e.suppression_reason(&[])),
+            Ok(Some("mailjet:blocked recipient/preblocked".into()))
+        );
+        assert_eq!(
+            events[5].as_ref().map(Event::recipient_state),
+            Ok(Some((RecipientState::Sent, "relay: sent (250 OK)".into())))
         );
         assert_eq!(
             events[5].as_ref().map(|e| e.message_id.clone()),

@@ -10,8 +10,10 @@
 //!   gateway (as any account, `MAIL FROM:<>` allowed) addressed to
 //!   `[sender] system_address` only: such a message is a report, not mail,
 //!   and is taken in ([`intake`], `250 2.6.0`) instead of relayed;
-//! - Mailjet reports `bounce` with `hard_bounce`, `blocked` or `spam`
-//!   ([`mailjet`], [`webhook`]);
+//! - Mailjet reports a `bounce` or `blocked` event whose error class is
+//!   about the address ([`classify`]: never a content filter, a template
+//!   error or Mailjet's own trouble), or a `spam` complaint ([`mailjet`],
+//!   [`webhook`]);
 //! - an admin says so (`schleuse suppress add`).
 //!
 //! Only `5.1.x` codes about the recipient count (RFC 3463: 0 other, 1 bad
@@ -24,6 +26,7 @@
 //! with the retention round. Entries hold the address in clear (see
 //! `crate::store::suppression`); logs never name it.
 
+pub mod classify;
 pub mod dsn;
 pub mod mailjet;
 pub mod webhook;
@@ -34,7 +37,7 @@ use crate::config::Config;
 use crate::server::Shared;
 use crate::session::reply::Reply;
 use crate::store::suppression::{
-    NewRelayEvent, SuppressOutcome, Suppression, SuppressionSource, normalise,
+    NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource, normalise,
 };
 use crate::store::{Store, StoreError, now_ms};
 
@@ -114,8 +117,12 @@ pub fn refusal(address: &str, entry: &Suppression) -> Reply {
     let reason = reply_safe(&entry.reason, 80);
     let why = match (entry.source, entry.reason.as_str()) {
         (SuppressionSource::Admin, _) => format!("suppressed by an administrator on {day}"),
-        (_, "mailjet:spam") => format!("suppressed after a spam complaint on {day}"),
-        (_, "mailjet:blocked") => format!("suppressed after the relay blocked it on {day}"),
+        (_, r) if r.starts_with("mailjet:spam") => {
+            format!("suppressed after a spam complaint on {day}")
+        }
+        (_, r) if r.starts_with("mailjet:blocked") => {
+            format!("suppressed after the relay blocked it on {day}")
+        }
         _ => format!("suppressed after a hard bounce on {day}"),
     };
     Reply::owned(
@@ -202,6 +209,56 @@ pub struct Ingested {
     pub suppressed: usize,
     /// New events matched to one of our messages.
     pub matched: usize,
+    /// New events that moved a recipient of ours on (sent, complained,
+    /// bounced, blocked).
+    pub changed: usize,
+    /// Bounce notices queued for the staff.
+    pub notices: usize,
+}
+
+/// What `event` does to the recipient of one of our messages, with the
+/// DSN to queue if it fails it. `None` when it names no message of ours
+/// or is about tracking (open, click, unsub).
+async fn effect_of(
+    store: &dyn Store,
+    config: &Config,
+    event: &mailjet::Event,
+) -> Result<Option<RecipientEffect>, StoreError> {
+    let (Some(id), Some((state, reply))) = (&event.custom_id, event.recipient_state()) else {
+        return Ok(None);
+    };
+    let Some(msg) = store.get(id).await? else {
+        return Ok(None);
+    };
+    let notice = match (&msg.dsn_to, event.verdict(&config.suppression.mailjet_rule)) {
+        (Some(to), Some(verdict)) if state.failed_after_handover() => {
+            let diagnostic = format!(
+                "{}: {}",
+                event.kind,
+                event.detail.as_deref().unwrap_or("no reason given")
+            );
+            let failure = crate::delivery::dsn::Failure {
+                recipient: &event.email,
+                diagnostic: &diagnostic,
+                expired: false,
+                reported: Some(&verdict.status),
+            };
+            // The content is gone once the message is final: no headers.
+            Some(crate::delivery::dsn::notice(
+                &config.server.hostname,
+                &msg,
+                to,
+                &[failure],
+                b"",
+            ))
+        }
+        _ => None,
+    };
+    Ok(Some(RecipientEffect {
+        state,
+        reply,
+        notice,
+    }))
 }
 
 /// Stores a batch of Mailjet events. Stops at the first store error (the
@@ -212,18 +269,20 @@ pub async fn ingest(
     config: &Config,
     events: Vec<Result<mailjet::Event, mailjet::Skip>>,
 ) -> Result<Ingested, StoreError> {
+    let rules = &config.suppression.mailjet_rule;
     let mut done = Ingested::default();
     for event in events {
         let Ok(event) = event else {
             done.skipped += 1;
             continue;
         };
-        let suppress = event.suppression_reason().map(|reason| {
+        let reason = event.suppression_reason(rules);
+        let suppress = reason.clone().map(|reason| {
             automatic(
                 config,
                 &event.email,
                 SuppressionSource::Mailjet,
-                reason.to_string(),
+                reason,
                 event.detail.clone(),
             )
         });
@@ -235,6 +294,7 @@ pub async fn ingest(
             relay_message_id: event.message_id.clone(),
             recipient: event.email.clone(),
             detail: event.detail.clone(),
+            effect: effect_of(store, config, &event).await?,
         };
         let outcome = store.record_relay_event(record, suppress).await?;
         if !outcome.new {
@@ -244,6 +304,23 @@ pub async fn ingest(
         done.new += 1;
         done.matched += usize::from(outcome.matched);
         crate::metrics::relay_event(&event.kind);
+        let queue_id = event.custom_id.as_deref().unwrap_or("-");
+        if let Some(state) = outcome.changed {
+            done.changed += 1;
+            let rule = event.verdict(rules).map(|v| v.rule);
+            tracing::info!(
+                queue_id,
+                event = %event.kind,
+                state = state.as_str(),
+                rule = rule.as_deref().unwrap_or("-"),
+                "relay reported on a recipient after the hand-over"
+            );
+        }
+        if let Some(dsn) = &outcome.notice {
+            done.notices += 1;
+            crate::metrics::dsn_sent();
+            tracing::info!(queue_id, dsn = %dsn, event = %event.kind, "bounce notice queued");
+        }
         if let Some(s) = outcome.suppression {
             if s != SuppressOutcome::Kept {
                 crate::metrics::suppression_added(SuppressionSource::Mailjet.as_str());
@@ -251,9 +328,9 @@ pub async fn ingest(
             }
             tracing::info!(
                 source = "mailjet",
-                reason = event.suppression_reason().unwrap_or_default(),
+                reason = reason.as_deref().unwrap_or_default(),
                 outcome = ?s,
-                queue_id = event.custom_id.as_deref().unwrap_or("-"),
+                queue_id,
                 "recipient suppressed"
             );
         }

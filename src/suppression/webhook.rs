@@ -74,11 +74,16 @@ async fn receive(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let config = shared.config();
     match super::ingest(shared.queue.store().as_ref(), &config, events).await {
         Ok(done) => {
+            if done.notices > 0 {
+                shared.queue.wake();
+            }
             tracing::info!(
                 new = done.new,
                 repeated = done.repeated,
                 skipped = done.skipped,
                 matched = done.matched,
+                changed = done.changed,
+                notices = done.notices,
                 suppressed = done.suppressed,
                 "webhook: Mailjet events received"
             );

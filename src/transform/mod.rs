@@ -79,3 +79,48 @@ pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, Transfo
         staff_address: edited.staff_address,
     })
 }
+
+/// Where delivery status notifications for a message go (SPEC §9): the
+/// envelope sender as the app submitted it, not the rewritten one the
+/// upstream sees; when the app submitted as the system address itself, the
+/// staff member (the `Reply-To:` the transform set). `None` for the null
+/// sender: a bounce of a bounce would loop.
+pub fn dsn_recipient(submitted: &str, system_address: &str, staff: &str) -> Option<String> {
+    if submitted.is_empty() {
+        return None;
+    }
+    if submitted.eq_ignore_ascii_case(system_address)
+        && !staff.is_empty()
+        && !staff.eq_ignore_ascii_case(system_address)
+    {
+        return Some(staff.to_owned());
+    }
+    Some(submitted.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dsn_recipient;
+
+    #[test]
+    fn dsns_go_to_who_submitted() {
+        let system = "noreply@landkreis.example";
+        let staff = "anna.schmidt@landkreis.example";
+        assert_eq!(
+            dsn_recipient(staff, system, staff).as_deref(),
+            Some(staff),
+            "the clerk's own envelope sender"
+        );
+        assert_eq!(
+            dsn_recipient("NoReply@Landkreis.example", system, staff).as_deref(),
+            Some(staff),
+            "the app sent as the system address: the staff member"
+        );
+        assert_eq!(
+            dsn_recipient(system, system, system).as_deref(),
+            Some(system),
+            "no staff member known: the system address"
+        );
+        assert_eq!(dsn_recipient("", system, staff), None, "null sender");
+    }
+}

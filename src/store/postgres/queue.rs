@@ -13,8 +13,8 @@ use crate::store::{
     RecipientState, StoreError, limits::Counter, now_ms,
 };
 
-const INFO_COLUMNS: &str =
-    "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error, note";
+const INFO_COLUMNS: &str = "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error, note, \
+     dsn_to";
 
 /// Attempt counts are `integer` in the table; the trait speaks `u32`.
 fn attempts_i32(n: u32) -> i32 {
@@ -48,8 +48,8 @@ async fn insert_one(tx: &Tx<'_>, msg: &NewMessage) -> Result<(), StoreError> {
     let st = tx
         .prepare_cached(
             "INSERT INTO messages (id, received_at, account, sender, size, state,
-                 next_attempt, note)
-             VALUES ($1, $2, $3, $4, $5, $6, $2, $7) RETURNING seq",
+                 next_attempt, note, dsn_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $2, $7, $8) RETURNING seq",
         )
         .await?;
     let seq: i64 = tx
@@ -63,6 +63,7 @@ async fn insert_one(tx: &Tx<'_>, msg: &NewMessage) -> Result<(), StoreError> {
                 &size,
                 &state.as_str(),
                 &msg.note,
+                &crate::store::dsn_to_column(msg.dsn_to.as_deref()),
             ],
         )
         .await?
@@ -102,6 +103,7 @@ fn row_to_info(row: &Row) -> Result<(i64, MessageInfo), StoreError> {
             next_attempt: row.try_get(8)?,
             last_error: row.try_get(9)?,
             note: row.try_get(10)?,
+            dsn_to: crate::store::dsn_to_of(row.try_get(11)?, &row.try_get::<_, String>(4)?),
             recipients: Vec::new(),
         },
     ))

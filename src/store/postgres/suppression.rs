@@ -3,12 +3,13 @@
 
 use tokio_postgres::Row;
 
+use crate::store::{MessageState, RecipientState, StoreError};
+
 use super::Tx;
-use crate::store::StoreError;
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::suppression::{
-    ErasedSuppression, EventOutcome, NewRelayEvent, RelayEvent, SubjectSuppression,
-    SuppressOutcome, Suppression, SuppressionSource, normalise,
+    ErasedSuppression, EventOutcome, NewRelayEvent, RecipientEffect, RelayEvent,
+    SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, normalise,
 };
 
 const COLUMNS: &str = "address, source, reason, detail, created_at, expires_at";
@@ -127,12 +128,15 @@ pub(super) async fn remove(tx: &Tx<'_>, address: &str) -> Result<bool, StoreErro
         > 0)
 }
 
-/// Stores a relay event once; applies its suppression only the first time.
+/// Stores a relay event once; applies its suppression and its effect on
+/// our message only the first time. `pseudonym` is how the log names the
+/// event's recipient once a message is final.
 pub(super) async fn record_event(
     tx: &Tx<'_>,
     event: &NewRelayEvent,
     suppress: Option<&Suppression>,
     pseudonyms: Option<&Pseudonymizer>,
+    pseudonym: &str,
     now: i64,
 ) -> Result<EventOutcome, StoreError> {
     // Only an id naming one of our messages is kept: the relay account may
@@ -182,21 +186,99 @@ pub(super) async fn record_event(
         )
         .await?;
     if inserted == 0 {
-        return Ok(EventOutcome {
-            new: false,
-            matched: false,
-            suppression: None,
-        });
+        return Ok(EventOutcome::known());
     }
     let suppression = match suppress {
         Some(entry) => Some(upsert(tx, entry, false, now).await?),
         None => None,
     };
+    let (changed, notice) = match (&message_id, &event.effect) {
+        (Some(id), Some(effect)) => {
+            let reply = match pseudonyms {
+                Some(p) => p.scrub(&effect.reply, event.recipient.trim()),
+                None => effect.reply.clone(),
+            };
+            apply_effect(tx, id, &event.recipient, pseudonym, effect, &reply).await?
+        }
+        _ => (None, None),
+    };
     Ok(EventOutcome {
         new: true,
         matched: message_id.is_some(),
         suppression,
+        changed,
+        notice,
     })
+}
+
+/// Moves the event's recipient of message `id` to the effect's state if
+/// that is a later stage; a failure also makes the message `bounced` and
+/// queues the DSN, in this same transaction. The message row is locked
+/// first: two instances taking two events for one message apply them one
+/// after the other, so only one of them queues the DSN.
+async fn apply_effect(
+    tx: &Tx<'_>,
+    id: &str,
+    recipient: &str,
+    pseudonym: &str,
+    effect: &RecipientEffect,
+    reply: &str,
+) -> Result<(Option<RecipientState>, Option<String>), StoreError> {
+    let Some(new_rank) = effect.state.after_handover_rank() else {
+        return Ok((None, None));
+    };
+    let Some(row) = tx
+        .query_opt(
+            "SELECT seq, state FROM messages WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok((None, None));
+    };
+    let seq: i64 = row.try_get(0)?;
+    let message_state: String = row.try_get(1)?;
+    // While the message is final the log names the recipient by its
+    // pseudonym; before (an event overtaking our own record) in clear.
+    let rows = tx
+        .query(
+            "SELECT idx, state FROM recipients
+             WHERE message_seq = $1 AND (lower(address) = $2 OR address = $3)",
+            &[&seq, &normalise(recipient), &pseudonym],
+        )
+        .await?;
+    let mut changed = None;
+    for r in rows {
+        let idx: i32 = r.try_get(0)?;
+        let state: String = r.try_get(1)?;
+        let Some(old_rank) = RecipientState::parse(&state).and_then(|s| s.after_handover_rank())
+        else {
+            continue;
+        };
+        if new_rank <= old_rank {
+            continue;
+        }
+        tx.execute(
+            "UPDATE recipients SET state = $1, reply = $2 WHERE message_seq = $3 AND idx = $4",
+            &[&effect.state.as_str(), &reply, &seq, &idx],
+        )
+        .await?;
+        changed = Some(effect.state);
+    }
+    let mut notice = None;
+    if changed.is_some_and(RecipientState::failed_after_handover) {
+        if MessageState::parse(&message_state) == Some(MessageState::Delivered) {
+            tx.execute(
+                "UPDATE messages SET state = 'bounced' WHERE seq = $1",
+                &[&seq],
+            )
+            .await?;
+        }
+        if let Some(n) = &effect.notice {
+            notice = Some(super::queue::insert(tx, n).await?);
+        }
+    }
+    Ok((changed, notice))
 }
 
 /// Deletes entries that expired and events received before `events_before`.

@@ -3,12 +3,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::StoreError;
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::suppression::{
-    ErasedSuppression, EventOutcome, NewRelayEvent, RelayEvent, SubjectSuppression,
-    SuppressOutcome, Suppression, SuppressionSource, normalise,
+    ErasedSuppression, EventOutcome, NewRelayEvent, RecipientEffect, RelayEvent,
+    SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, normalise,
 };
+use crate::store::{MessageState, RecipientState, StoreError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS suppressions (
@@ -125,23 +125,22 @@ pub(super) fn remove(conn: &Connection, address: &str) -> Result<bool, StoreErro
     )? > 0)
 }
 
-/// Stores a relay event once; applies its suppression only the first time.
+/// Stores a relay event once; applies its suppression and its effect on
+/// our message only the first time. `pseudonym` is how the log names the
+/// event's recipient once a message is final.
 pub(super) fn record_event(
     conn: &Connection,
     event: &NewRelayEvent,
     suppress: Option<&Suppression>,
     pseudonyms: Option<&Pseudonymizer>,
+    pseudonym: &str,
     now: i64,
 ) -> Result<EventOutcome, StoreError> {
     let known = conn
         .prepare_cached("SELECT 1 FROM relay_events WHERE key = ?1")?
         .exists([&event.key])?;
     if known {
-        return Ok(EventOutcome {
-            new: false,
-            matched: false,
-            suppression: None,
-        });
+        return Ok(EventOutcome::known());
     }
     // Only an id naming one of our messages is kept: the relay account may
     // carry other senders' mail, whose CustomIDs mean nothing here.
@@ -181,11 +180,77 @@ pub(super) fn record_event(
         Some(entry) => Some(upsert(conn, entry, false, now)?),
         None => None,
     };
+    let (changed, notice) = match (&message_id, &event.effect) {
+        (Some(id), Some(effect)) => {
+            let reply = match pseudonyms {
+                Some(p) => p.scrub(&effect.reply, event.recipient.trim()),
+                None => effect.reply.clone(),
+            };
+            apply_effect(conn, id, &event.recipient, pseudonym, effect, &reply)?
+        }
+        _ => (None, None),
+    };
     Ok(EventOutcome {
         new: true,
         matched: message_id.is_some(),
         suppression,
+        changed,
+        notice,
     })
+}
+
+/// Moves the event's recipient of message `id` to the effect's state if
+/// that is a later stage; a failure also makes the message `bounced` and
+/// queues the DSN, in this same transaction.
+fn apply_effect(
+    conn: &Connection,
+    id: &str,
+    recipient: &str,
+    pseudonym: &str,
+    effect: &RecipientEffect,
+    reply: &str,
+) -> Result<(Option<RecipientState>, Option<String>), StoreError> {
+    let Some(new_rank) = effect.state.after_handover_rank() else {
+        return Ok((None, None));
+    };
+    let (seq, message_state) = super::lookup(conn, id)?;
+    // While the message is final the log names the recipient by its
+    // pseudonym; before (an event overtaking our own record) in clear.
+    let rows: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT idx, state FROM recipients
+             WHERE message_seq = ?1 AND (lower(address) = ?2 OR address = ?3)",
+        )?
+        .query_map(params![seq, normalise(recipient), pseudonym], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut changed = None;
+    for (idx, state) in rows {
+        let Some(old_rank) = RecipientState::parse(&state).and_then(|s| s.after_handover_rank())
+        else {
+            continue;
+        };
+        if new_rank <= old_rank {
+            continue;
+        }
+        conn.prepare_cached(
+            "UPDATE recipients SET state = ?1, reply = ?2 WHERE message_seq = ?3 AND idx = ?4",
+        )?
+        .execute(params![effect.state.as_str(), reply, seq, idx])?;
+        changed = Some(effect.state);
+    }
+    let mut notice = None;
+    if changed.is_some_and(RecipientState::failed_after_handover) {
+        if message_state == MessageState::Delivered {
+            conn.prepare_cached("UPDATE messages SET state = 'bounced' WHERE seq = ?1")?
+                .execute([seq])?;
+        }
+        if let Some(n) = &effect.notice {
+            notice = Some(super::insert_message(conn, n)?);
+        }
+    }
+    Ok((changed, notice))
 }
 
 /// Deletes entries that expired and events received before `events_before`.
@@ -313,13 +378,14 @@ mod tests {
             relay_message_id: Some("123".into()),
             recipient: "Kind@Example.org".into(),
             detail: Some("recipient: user unknown <kind@example.org>".into()),
+            effect: None,
         };
         let s = entry("kind@example.org", Some(10_000));
-        let first = record_event(&c, &ev, Some(&s), Some(&p), 5).unwrap();
+        let first = record_event(&c, &ev, Some(&s), Some(&p), "", 5).unwrap();
         assert!(first.new && first.matched);
         assert_eq!(first.suppression, Some(SuppressOutcome::Added));
         remove(&c, "kind@example.org").unwrap();
-        let again = record_event(&c, &ev, Some(&s), Some(&p), 6).unwrap();
+        let again = record_event(&c, &ev, Some(&s), Some(&p), "", 6).unwrap();
         assert!(!again.new && again.suppression.is_none());
         assert!(lookup(&c, "kind@example.org", 7).unwrap().is_none());
         let foreign = NewRelayEvent {
@@ -328,7 +394,7 @@ mod tests {
             ..ev.clone()
         };
         assert!(
-            !record_event(&c, &foreign, None, Some(&p), 8)
+            !record_event(&c, &foreign, None, Some(&p), "", 8)
                 .unwrap()
                 .matched
         );
