@@ -301,11 +301,14 @@ fn mailjet_webhook_is_authenticated_idempotent_and_feeds_gdpr() {
         })
         .collect();
     assert!(
-        reasons.contains(&("weg@example.org", "mailjet:bounce")),
+        reasons.contains(&("weg@example.org", "mailjet:bounce recipient/user unknown")),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&("gesperrt@example.org", "mailjet:blocked")),
+        reasons.contains(&(
+            "gesperrt@example.org",
+            "mailjet:blocked recipient/preblocked"
+        )),
         "{reasons:?}"
     );
     assert!(
@@ -317,14 +320,14 @@ fn mailjet_webhook_is_authenticated_idempotent_and_feeds_gdpr() {
     assert!(r.is(550, "5.1.1"), "{r}");
     assert!(
         r.text().contains(&format!(
-            "recipient suppressed after a hard bounce on {} (mailjet:bounce)",
+            "recipient suppressed after a hard bounce on {} (mailjet:bounce recipient/user unknown)",
             today()
         )),
         "{r}"
     );
     let r = rcpt(&w, "gesperrt@example.org");
     assert!(
-        r.is(550, "5.1.1") && r.text().contains("(mailjet:blocked)"),
+        r.is(550, "5.1.1") && r.text().contains("(mailjet:blocked recipient/preblocked)"),
         "{r}"
     );
     assert_eq!(
@@ -361,7 +364,7 @@ fn mailjet_webhook_is_authenticated_idempotent_and_feeds_gdpr() {
     // gdpr export shows the entry and the events, joined to our message.
     let export = json(&w.env.cli(&["gdpr", "export", "Weg@Example.org"], None));
     assert_eq!(
-        export["suppression"]["reason"], "mailjet:bounce",
+        export["suppression"]["reason"], "mailjet:bounce recipient/user unknown",
         "{export}"
     );
     let events = export["relay_events"].as_array().expect("relay_events");

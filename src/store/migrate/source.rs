@@ -34,6 +34,7 @@ pub(super) struct Snapshot {
     path: PathBuf,
     tables: HashSet<String>,
     has_note: bool,
+    has_dsn_to: bool,
     /// Opened `immutable=1` (see the module docs).
     immutable: bool,
 }
@@ -84,6 +85,8 @@ pub(super) struct MessageRow {
     pub last_error: Option<String>,
     pub finished_at: Option<i64>,
     pub note: Option<String>,
+    /// `NULL` in stores from before it was kept (and then in the target too).
+    pub dsn_to: Option<String>,
 }
 
 pub(super) struct RecipientRow {
@@ -320,15 +323,19 @@ impl Snapshot {
                 path: path.to_owned(),
             });
         }
-        let has_note = conn
-            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'note'")
-            .and_then(|mut st| st.exists([]))
-            .map_err(error)?;
+        let has_column = |name: &str| {
+            conn.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = ?1")
+                .and_then(|mut st| st.exists([name]))
+                .map_err(error)
+        };
+        let has_note = has_column("note")?;
+        let has_dsn_to = has_column("dsn_to")?;
         Ok(Snapshot {
             conn,
             path: path.to_owned(),
             tables,
             has_note,
+            has_dsn_to,
             immutable,
         })
     }
@@ -398,9 +405,10 @@ impl Snapshot {
         limit: usize,
     ) -> Result<Vec<MessageRow>, MigrateError> {
         let note = if self.has_note { "note" } else { "NULL" };
+        let dsn_to = if self.has_dsn_to { "dsn_to" } else { "NULL" };
         let sql = format!(
             "SELECT seq, id, received_at, account, sender, size, state, attempts, next_attempt,
-                    last_error, finished_at, {note}
+                    last_error, finished_at, {note}, {dsn_to}
              FROM messages WHERE seq > ?1 ORDER BY seq LIMIT ?2"
         );
         self.conn
@@ -420,6 +428,7 @@ impl Snapshot {
                         last_error: r.get(9)?,
                         finished_at: r.get(10)?,
                         note: r.get(11)?,
+                        dsn_to: r.get(12)?,
                     })
                 })?
                 .collect()

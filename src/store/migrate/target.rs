@@ -291,17 +291,18 @@ async fn insert_messages(
     let errors: Vec<Option<String>> = batch.iter().map(|m| m.last_error.clone()).collect();
     let finished: Vec<Option<i64>> = batch.iter().map(|m| m.finished_at).collect();
     let notes: Vec<Option<String>> = batch.iter().map(|m| m.note.clone()).collect();
+    let dsn_to: Vec<Option<String>> = batch.iter().map(|m| m.dsn_to.clone()).collect();
     let st = tx
         .prepare_cached(
             "INSERT INTO messages (id, received_at, account, sender, size, state, attempts,
-                 next_attempt, last_error, finished_at, note)
+                 next_attempt, last_error, finished_at, note, dsn_to)
              SELECT id, received_at, account, sender, size, state, attempts, next_attempt,
-                    last_error, finished_at, note
+                    last_error, finished_at, note, dsn_to
              FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
                          $6::text[], $7::integer[], $8::bigint[], $9::text[], $10::bigint[],
-                         $11::text[])
+                         $11::text[], $12::text[])
                   WITH ORDINALITY AS u(id, received_at, account, sender, size, state, attempts,
-                                       next_attempt, last_error, finished_at, note, ord)
+                                       next_attempt, last_error, finished_at, note, dsn_to, ord)
              ORDER BY ord
              RETURNING id, seq",
         )
@@ -311,7 +312,7 @@ async fn insert_messages(
             &st,
             &[
                 &ids, &received, &accounts, &senders, &sizes, &states, &attempts, &next, &errors,
-                &finished, &notes,
+                &finished, &notes, &dsn_to,
             ],
         )
         .await?;
