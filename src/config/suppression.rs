@@ -205,6 +205,34 @@ mod tests {
     }
 
     #[test]
+    fn mailjet_rules_are_checked() {
+        let rule = |event: &str, hard_bounce| MailjetRule {
+            event: event.into(),
+            error_related_to: "spam".into(),
+            error: None,
+            hard_bounce,
+            suppress: true,
+        };
+        let with = |r: MailjetRule| Suppression {
+            mailjet_rule: vec![r],
+            ..Suppression::default()
+        };
+        with(rule("Bounce", Some(true)))
+            .check(false)
+            .expect("bounce");
+        with(rule("blocked", None)).check(false).expect("blocked");
+        let err = with(rule("open", None)).check(false).unwrap_err();
+        assert_eq!(err.0, "suppression.mailjet_rule.event");
+        let err = with(rule("blocked", Some(true))).check(false).unwrap_err();
+        assert_eq!(err.0, "suppression.mailjet_rule.hard_bounce");
+        let parsed: Suppression = toml::from_str(
+            "[[mailjet_rule]]\nevent = \"blocked\"\nerror_related_to = \"mailjet\"\nsuppress = false\n",
+        )
+        .expect("parses");
+        assert_eq!(parsed.mailjet_rule[0].error, None);
+    }
+
+    #[test]
     fn webhook_path_must_be_secret_and_authenticated() {
         Suppression::default().check(false).expect("no webhook");
         with_path("/hooks/mailjet/3f9a0c27d1e84b6fa2c5")
