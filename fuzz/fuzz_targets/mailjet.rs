@@ -10,7 +10,9 @@ use schleuse::suppression::mailjet::parse_body;
 fuzz_target!(|data: &[u8]| {
     if let Ok(events) = parse_body(data) {
         for event in events.into_iter().flatten() {
-            let _ = event.suppression_reason();
+            let _ = event.suppression_reason(&[]);
+            let _ = event.verdict(&[]);
+            let _ = event.recipient_state();
             assert_eq!(event.key().len(), 64);
             let _ = event.at_ms(i64::MAX);
         }

@@ -174,8 +174,7 @@ impl Env {
                 language: config.attachments.language,
                 trusted_proxies: config.attachments.trusted_proxies.clone(),
                 log_client_ip: true,
-                attempts_per_link: config.attachments.password_attempts_per_link,
-                attempts_per_ip: config.attachments.password_attempts_per_ip,
+                guesses: config.attachments.guess_policy(),
             },
         );
         let webhook = schleuse::suppression::webhook::router(Arc::clone(&shared))
