@@ -25,6 +25,7 @@
 //! `crate::store::suppression`); logs never name it.
 
 pub mod dsn;
+pub mod liveness;
 pub mod mailjet;
 pub mod webhook;
 
