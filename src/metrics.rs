@@ -585,9 +585,13 @@ fn liveness_register() {
     gauge!(RELAY_EVENTS_SILENT).set(0.0);
 }
 
-/// The webhook liveness check's view (`crate::suppression::liveness`).
-pub fn relay_events_liveness(last_received_ms: Option<i64>, silent: bool) {
-    gauge!(RELAY_EVENTS_LAST_RECEIVED).set(last_received_ms.unwrap_or(0) as f64 / 1000.0);
+/// The newest relay event the store holds (`crate::suppression::liveness`).
+pub fn relay_events_last_received(at_ms: Option<i64>) {
+    gauge!(RELAY_EVENTS_LAST_RECEIVED).set(at_ms.unwrap_or(0) as f64 / 1000.0);
+}
+
+/// The webhook liveness alert (`crate::suppression::liveness`).
+pub fn relay_events_silent(silent: bool) {
     gauge!(RELAY_EVENTS_SILENT).set(if silent { 1.0 } else { 0.0 });
 }
 
@@ -632,6 +636,8 @@ mod tests {
             OLDEST_RECORD_AGE,
             BLOCKLIST_LISTED,
             AUTH_BANS_ACTIVE,
+            RELAY_EVENTS_LAST_RECEIVED,
+            RELAY_EVENTS_SILENT,
         ] {
             assert!(
                 name.starts_with("schleuse_") && !name.ends_with("_total"),

@@ -93,7 +93,9 @@ impl Alarm {
 
     /// Switched off (reload): forget without announcing anything.
     fn reset(&mut self) {
-        self.last_told = None;
+        if self.last_told.take().is_some() {
+            crate::metrics::relay_events_silent(false);
+        }
     }
 }
 
@@ -117,7 +119,8 @@ async fn check(shared: &Shared, alarm: &mut Alarm, window: Duration, started_ms:
         }
     };
     let silent = silent_for(&silence, now_ms(), window);
-    crate::metrics::relay_events_liveness(silence.last_event_at, silent.is_some());
+    crate::metrics::relay_events_last_received(silence.last_event_at);
+    crate::metrics::relay_events_silent(silent.is_some());
     tracing::debug!(silent = silent.is_some(), "webhook liveness checked");
     match alarm.update(silent.is_some(), Instant::now()) {
         Some(tell @ (Tell::Started | Tell::StillSilent)) => {

@@ -12,9 +12,11 @@ pub(super) fn silence(conn: &Connection, no_event_since: i64) -> Result<EventSil
         .prepare_cached("SELECT max(received_at) FROM relay_events")?
         .query_row([], |r| r.get(0))?;
     let unanswered_since: Option<i64> = conn
+        // `+state`: without it SQLite picks `messages_due` (state first)
+        // and sorts every delivered message of the log.
         .prepare_cached(
             "SELECT finished_at FROM messages
-             WHERE finished_at > ?1 AND state = 'delivered'
+             WHERE finished_at > ?1 AND +state = 'delivered'
              ORDER BY finished_at LIMIT 1",
         )?
         .query_row([last_event_at.unwrap_or(no_event_since)], |r| r.get(0))
