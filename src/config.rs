@@ -269,6 +269,12 @@ pub struct Upstream {
     /// Source addresses to connect from, in rotation (`[[upstream.egress]]`);
     /// empty: the system picks.
     pub egress: Vec<Egress>,
+    /// The largest message the upstream takes (Mailjet documents 15 MB). A
+    /// message bigger than this *as it would be relayed* (after the
+    /// attachments stage, DKIM and `Received:`) is refused at the end of
+    /// `DATA`: the upstream would take it and bounce it later.
+    #[serde(deserialize_with = "size")]
+    pub max_message_size: u64,
 }
 
 impl Default for Upstream {
@@ -284,6 +290,7 @@ impl Default for Upstream {
             allowed_hosts: vec!["in-v3.mailjet.com".into()],
             timeout: Duration::from_secs(60),
             egress: Vec::new(),
+            max_message_size: 15 * 1024 * 1024,
         }
     }
 }
@@ -902,6 +909,9 @@ impl Config {
         if self.limits.max_message_size < 1024 {
             return Err(self.invalid("limits.max_message_size", "must be at least 1KB"));
         }
+        if self.upstream.max_message_size < 1024 {
+            return Err(self.invalid("upstream.max_message_size", "must be at least 1KB"));
+        }
         for (key, v) in [
             (
                 "limits.max_recipients_per_message",
@@ -1110,10 +1120,16 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     enum Raw {
         Bytes(u64),
         Text(String),
+        // Anything else (-1, 15.5, true) gets the same sentence as a bad
+        // text, not serde's "did not match any variant".
+        Other(serde::de::IgnoredAny),
     }
     match Raw::deserialize(d)? {
         Raw::Bytes(n) => Ok(n),
         Raw::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+        Raw::Other(_) => Err(serde::de::Error::custom(
+            "not a size like \"25MB\" or \"512KB\" (or a number of bytes)",
+        )),
     }
 }
 

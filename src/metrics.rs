@@ -39,6 +39,8 @@
 //! | `smtp_banned_connections_total` | counter | |
 //! | `smtp_proxy_refused_total` | counter | `reason`: see [`PROXY_REFUSAL_REASONS`] |
 //! | `anomaly_holds_total` | counter | `account` |
+//! | `relay_events_last_received_timestamp_seconds` | gauge | |
+//! | `relay_events_silent` | gauge | |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -159,6 +161,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     blocklist_register();
     suppression_register();
     outbound_register();
+    liveness_register();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
@@ -566,6 +569,32 @@ pub fn domain_cap_deferred(n: usize) {
     counter!(DOMAIN_CAP_DEFERRED).increment(n as u64);
 }
 
+pub const RELAY_EVENTS_LAST_RECEIVED: &str =
+    "schleuse_relay_events_last_received_timestamp_seconds";
+pub const RELAY_EVENTS_SILENT: &str = "schleuse_relay_events_silent";
+
+fn liveness_register() {
+    describe_gauge!(
+        RELAY_EVENTS_LAST_RECEIVED,
+        "When the newest Mailjet event held by the store arrived (Unix time; 0: none)."
+    );
+    describe_gauge!(
+        RELAY_EVENTS_SILENT,
+        "1 while relayed mail has produced no Mailjet event for [suppression] webhook_silence_alert."
+    );
+    gauge!(RELAY_EVENTS_SILENT).set(0.0);
+}
+
+/// The newest relay event the store holds (`crate::suppression::liveness`).
+pub fn relay_events_last_received(at_ms: Option<i64>) {
+    gauge!(RELAY_EVENTS_LAST_RECEIVED).set(at_ms.unwrap_or(0) as f64 / 1000.0);
+}
+
+/// The webhook liveness alert (`crate::suppression::liveness`).
+pub fn relay_events_silent(silent: bool) {
+    gauge!(RELAY_EVENTS_SILENT).set(if silent { 1.0 } else { 0.0 });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,6 +636,8 @@ mod tests {
             OLDEST_RECORD_AGE,
             BLOCKLIST_LISTED,
             AUTH_BANS_ACTIVE,
+            RELAY_EVENTS_LAST_RECEIVED,
+            RELAY_EVENTS_SILENT,
         ] {
             assert!(
                 name.starts_with("schleuse_") && !name.ends_with("_total"),

@@ -296,6 +296,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     let link_service = link_listener.map(|l| links::tasks::spawn_service(Arc::clone(&shared), l));
     links::tasks::spawn_purge(Arc::clone(&shared));
     crate::retention::spawn(Arc::clone(&shared));
+    crate::suppression::liveness::spawn(Arc::clone(&shared));
     links::tasks::spawn_notices(Arc::clone(&shared), notice_rx);
 
     let admin = admin.map(|endpoint| endpoint.spawn(Arc::clone(&shared), bound_addrs));

@@ -14,7 +14,7 @@ use schleuse::store::limits::{Ban, Counter};
 use schleuse::store::postgres::{PgOptions, PostgresStore};
 use schleuse::store::sqlite::SqliteStore;
 use schleuse::store::suppression::{
-    NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource,
+    EventSilence, NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource,
 };
 use schleuse::store::{
     AttemptUpdate, LinkState, MessageState, NewLink, NewMessage, RecipientState, Store, StoreError,
@@ -110,6 +110,7 @@ suite!(
     gdpr_export_and_erase,
     log_retention_purges_final_messages,
     link_guesses_are_atomic_per_client_and_capped_per_link,
+    event_silence_counts_deliveries_after_the_last_event,
 );
 
 fn message(recipients: &[&str]) -> NewMessage {
@@ -1207,6 +1208,95 @@ async fn log_retention_purges_final_messages(b: &Backend) {
         s.get(&queued).await.expect("get").is_some(),
         "queued mail stays"
     );
+}
+
+/// Waits (bounded) until the clock has passed `ms`, so the next timestamp
+/// the store takes is later.
+async fn after(ms: i64) {
+    for _ in 0..1000 {
+        if now_ms() > ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the clock stands still");
+}
+
+async fn event_silence_counts_deliveries_after_the_last_event(b: &Backend) {
+    let s = &b.store;
+    let silence = |since: i64| async move { s.event_silence(since).await.expect("silence") };
+    assert_eq!(silence(0).await, EventSilence::default());
+    s.enqueue(message(&["queued@example.org"]))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        silence(0).await.unanswered_since,
+        None,
+        "queued is not relayed"
+    );
+
+    let id = s
+        .enqueue(message(&["a@example.org"]))
+        .await
+        .expect("enqueue");
+    s.record_attempt(&id, delivered("a@example.org"))
+        .await
+        .expect("deliver");
+    let first = silence(0).await;
+    assert_eq!(first.last_event_at, None);
+    let finished = first.unanswered_since.expect("a delivery and no event");
+    assert!(finished <= now_ms());
+    assert_eq!(
+        silence(finished).await.unanswered_since,
+        None,
+        "with no event ever, only deliveries after no_event_since count"
+    );
+
+    after(finished).await;
+    let sent = NewRelayEvent {
+        key: "sent-1".into(),
+        event: "sent".into(),
+        at: now_ms(),
+        custom_id: Some(id.clone()),
+        relay_message_id: None,
+        recipient: "a@example.org".into(),
+        detail: None,
+        effect: None,
+    };
+    s.record_relay_event(sent, None).await.expect("event");
+    let answered = silence(0).await;
+    let event_at = answered.last_event_at.expect("the event");
+    assert!(event_at > finished);
+    assert_eq!(answered.unanswered_since, None);
+    assert_eq!(
+        silence(now_ms() + 1).await,
+        answered,
+        "an event overrides the start"
+    );
+
+    after(event_at).await;
+    let bounced = s
+        .enqueue(message(&["b@example.org"]))
+        .await
+        .expect("enqueue");
+    let mut refused = delivered("b@example.org");
+    refused.recipients = vec![outcome("b@example.org", RecipientState::Failed, "550")];
+    s.record_attempt(&bounced, refused).await.expect("bounce");
+    assert_eq!(
+        silence(0).await.unanswered_since,
+        None,
+        "refused mail is not relayed"
+    );
+    let later = s
+        .enqueue(message(&["c@example.org"]))
+        .await
+        .expect("enqueue");
+    s.record_attempt(&later, delivered("c@example.org"))
+        .await
+        .expect("deliver");
+    let again = silence(0).await;
+    assert_eq!(again.last_event_at, Some(event_at));
+    assert!(again.unanswered_since.expect("unanswered again") > event_at);
 }
 
 // ---------------------------------------------------------------------------

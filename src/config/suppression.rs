@@ -33,6 +33,11 @@ pub struct Suppression {
     /// Larger request bodies get `413`.
     #[serde(deserialize_with = "size")]
     pub webhook_max_body: u64,
+    /// With the webhook set and relay mode: alert (log, metric) when mail
+    /// relayed longer ago than this has produced no event since. Mailjet
+    /// suspends a webhook that failed for 24 h; zero turns the alert off.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_silence_alert: Duration,
     /// `[[suppression.mailjet_rule]]`: add to or override the built-in
     /// mapping of Mailjet failure events (`crate::suppression::classify`).
     pub mailjet_rule: Vec<MailjetRule>,
@@ -63,6 +68,7 @@ impl Default for Suppression {
             webhook_user: None,
             webhook_password: None,
             webhook_max_body: 1024 * 1024,
+            webhook_silence_alert: Duration::from_secs(6 * 3600),
             mailjet_rule: Vec::new(),
         }
     }
@@ -124,6 +130,14 @@ impl Suppression {
             return Err((
                 "suppression.webhook_max_body",
                 "must be at least 1KB".into(),
+            ));
+        }
+        if !self.webhook_silence_alert.is_zero()
+            && self.webhook_silence_alert < Duration::from_secs(1)
+        {
+            return Err((
+                "suppression.webhook_silence_alert",
+                "must be at least 1s, or \"0s\" for no alert".into(),
             ));
         }
         let Some(path) = &self.webhook_path else {

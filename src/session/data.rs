@@ -315,6 +315,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return reply::SIGNING_FAILED;
             }
         }
+        // The upstream would take a larger message and bounce it later:
+        // refuse it now, measured as it would be relayed.
+        if body.len() as u64 > self.config.upstream.max_message_size {
+            self.shared.vault.discard(&sealed).await;
+            let r = reply::too_big_for_upstream(self.config.upstream.max_message_size);
+            self.log_rejection("upstream_size", &r);
+            return r;
+        }
         let dsn_to = transform::dsn_recipient(
             &envelope.sender,
             &self.config.sender.system_address,

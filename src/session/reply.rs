@@ -77,6 +77,10 @@ impl Reply {
             (&NO_DKIM_KEY, "dkim"),
             (&SIGNING_FAILED, "dkim"),
         ];
+        if (self.code, self.esc) == (552, [5, 3, 4]) {
+            // Also the upstream limit's reply, whose text names the limit.
+            return "too_big";
+        }
         reasons
             .iter()
             .find(|(r, _)| *r == self)
@@ -153,6 +157,25 @@ pub const TOO_BIG: Reply = Reply::new(
     [5, 3, 4],
     "Message size exceeds fixed maximum message size",
 );
+
+/// `552 5.3.4` naming the limit, for a message bigger than the upstream
+/// takes as it would be relayed (`[upstream] max_message_size`).
+pub fn too_big_for_upstream(limit: u64) -> Reply {
+    const KB: u64 = 1024;
+    const MB: u64 = 1024 * 1024;
+    let limit = match limit {
+        l if l % MB == 0 => format!("{}MB", l / MB),
+        l if l % KB == 0 => format!("{}KB", l / KB),
+        l => format!("{l} bytes"),
+    };
+    Reply::owned(
+        552,
+        [5, 3, 4],
+        format!(
+            "Message size exceeds the {limit} the relay accepts (counted as it would be sent on)"
+        ),
+    )
+}
 pub const TOO_MANY_RCPTS: Reply = Reply::new(452, [4, 5, 3], "Too many recipients");
 pub const BAD_RCPT: Reply = Reply::new(
     501,
@@ -271,6 +294,9 @@ mod tests {
         assert_eq!(TOO_BIG.rejection_reason(), "too_big");
         assert_eq!(BARE_LINE_END_DATA.rejection_reason(), "bare_line_ending");
         assert_eq!(SIGNING_FAILED.rejection_reason(), "dkim");
+        assert_eq!(too_big_for_upstream(15 << 20).rejection_reason(), "too_big");
+        assert!(too_big_for_upstream(15 << 20).text.contains(" 15MB "));
+        assert!(too_big_for_upstream(1536).text.contains(" 1536 bytes "));
         let transform = Reply::owned(554, [5, 6, 0], "Message refused: x".into());
         assert_eq!(transform.rejection_reason(), "other");
         for r in [

@@ -583,6 +583,14 @@ pub trait Store: Send + Sync + 'static {
         address: &str,
     ) -> BoxFuture<'_, Result<suppression::ErasedSuppression, StoreError>>;
 
+    /// The newest relay event and the first delivery since; with no event
+    /// at all, deliveries from `no_event_since_ms` on count (mail written to
+    /// the outbox before going live is no sign of a dead webhook).
+    fn event_silence(
+        &self,
+        no_event_since_ms: i64,
+    ) -> BoxFuture<'_, Result<suppression::EventSilence, StoreError>>;
+
     // Limits and AUTH bans (SPEC §6); see `crate::limits`.
 
     /// The counts of fixed-window counters, in the order of `keys` (0 for

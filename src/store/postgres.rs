@@ -84,6 +84,7 @@
 
 mod limits;
 mod links;
+mod liveness;
 mod log;
 mod queue;
 mod suppression;
@@ -929,6 +930,17 @@ impl Store for PostgresStore {
         Box::pin(async move {
             in_tx!(self.pool, |tx| {
                 suppression::erase(&tx, &address, &pseudonym).await?
+            })
+        })
+    }
+
+    fn event_silence(
+        &self,
+        no_event_since_ms: i64,
+    ) -> BoxFuture<'_, Result<super::suppression::EventSilence, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                liveness::silence(&tx, no_event_since_ms).await?
             })
         })
     }

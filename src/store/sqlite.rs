@@ -28,6 +28,7 @@ use super::{
 
 mod limits;
 mod links;
+mod liveness;
 mod log;
 mod suppression;
 
@@ -987,6 +988,13 @@ impl Store for SqliteStore {
         let address = address.to_owned();
         let pseudonym = self.pseudonyms.of(&address);
         self.write(move |conn| suppression::erase(conn, &address, &pseudonym))
+    }
+
+    fn event_silence(
+        &self,
+        no_event_since_ms: i64,
+    ) -> BoxFuture<'_, Result<super::suppression::EventSilence, StoreError>> {
+        self.read(move |conn| liveness::silence(conn, no_event_since_ms))
     }
 
     fn counters(

@@ -207,3 +207,15 @@ pub struct ErasedSuppression {
     pub entries: usize,
     pub relay_events: usize,
 }
+
+/// Whether relayed mail is answered by events (the webhook liveness alert,
+/// `crate::suppression::liveness`), as one store sees it for every
+/// instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventSilence {
+    /// When the newest relay event was received (Unix ms).
+    pub last_event_at: Option<i64>,
+    /// When the earliest message delivered after that event finished: mail
+    /// relayed since which nothing was heard.
+    pub unanswered_since: Option<i64>,
+}

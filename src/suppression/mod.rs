@@ -28,6 +28,7 @@
 
 pub mod classify;
 pub mod dsn;
+pub mod liveness;
 pub mod mailjet;
 pub mod webhook;
 

@@ -601,6 +601,8 @@ pub struct GatewayConf {
     /// limits are off (0) in the harness unless named here, so load tests
     /// are not throttled.
     pub limits_extra: String,
+    /// Raw TOML lines appended to the `[upstream]` table.
+    pub upstream_extra: String,
 }
 
 impl GatewayConf {
@@ -631,6 +633,7 @@ impl GatewayConf {
             // send made-up personal data and compare bytes.
             privacy_extra: "pii = \"off\"\n".into(),
             limits_extra: String::new(),
+            upstream_extra: String::new(),
         }
     }
 
@@ -724,6 +727,7 @@ impl Env {
                 writeln!(t, "timeout = \"10s\"").unwrap();
             }
         }
+        t.push_str(&c.upstream_extra);
         let schedule: Vec<String> = c.retry_schedule.iter().map(toml_str).collect();
         writeln!(t, "\n[delivery]").unwrap();
         writeln!(t, "retry_schedule = [{}]", schedule.join(", ")).unwrap();
