@@ -29,6 +29,8 @@ mod outbound;
 pub use outbound::{DomainLimit, Egress};
 mod store;
 pub use store::{StoreBackend, StoreSection};
+mod account_pause;
+pub use account_pause::AccountPause;
 
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +312,8 @@ pub struct Delivery {
     pub max_messages_per_second: u32,
     /// Rate caps per group of recipient domains (`[[delivery.domain_limit]]`).
     pub domain_limit: Vec<DomainLimit>,
+    /// Account-wide upstream refusals pause instead of bouncing.
+    pub account_pause: AccountPause,
 }
 
 impl Default for Delivery {
@@ -323,6 +327,7 @@ impl Default for Delivery {
             max_connections: 4,
             max_messages_per_second: 50,
             domain_limit: Vec::new(),
+            account_pause: AccountPause::default(),
         }
     }
 }
@@ -779,6 +784,9 @@ impl Config {
         if let Err((key, reason)) = outbound::check_domain_limits(&self.delivery.domain_limit)
             .and_then(|()| outbound::check_egress(&self.upstream.egress))
         {
+            return Err(self.invalid(&key, reason));
+        }
+        if let Err((key, reason)) = self.delivery.account_pause.check() {
             return Err(self.invalid(&key, reason));
         }
         if let Err((key, reason)) = self.store.check() {

@@ -41,6 +41,12 @@
 //! | `anomaly_holds_total` | counter | `account` |
 //! | `relay_events_last_received_timestamp_seconds` | gauge | |
 //! | `relay_events_silent` | gauge | |
+//! | `delivery_account_paused` | gauge | |
+//! | `delivery_account_pauses_total` | counter | `cause`: connect, system_sender, pattern, same_reply |
+//! | `delivery_account_probes_total` | counter | `result`: accepted, refused, failed |
+//! | `delivery_refusals_held_total` | counter | `why`: account_wide, unconfirmed |
+//!
+//! The last four live in `crate::delivery::account`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -162,6 +168,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     suppression_register();
     outbound_register();
     liveness_register();
+    crate::delivery::account::register_metrics();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

@@ -50,6 +50,8 @@ pub struct Shared {
     pub unrecorded: delivery::unrecorded::Unrecorded,
     /// Egress source addresses in use and out (`[[upstream.egress]]`).
     pub egress: delivery::egress::Rotation,
+    /// Delivery paused for an account-wide upstream refusal.
+    pub account_pause: delivery::account::AccountPause,
     /// The encrypted document store behind the links.
     pub vault: Arc<Vault>,
 }
@@ -76,6 +78,7 @@ impl Shared {
             delivery_pause: delivery::Pause::default(),
             unrecorded: delivery::unrecorded::Unrecorded::default(),
             egress: delivery::egress::Rotation::default(),
+            account_pause: delivery::account::AccountPause::default(),
             vault,
         }
     }

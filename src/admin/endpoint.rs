@@ -10,7 +10,9 @@
 //!   (delivery pauses meanwhile), and in relay mode the upstream answered within
 //!   `admin.upstream_check_interval` (a delivery, or a probe connection made
 //!   here when deliveries are rare). Otherwise `503` with one line per
-//!   failed check.
+//!   failed check. While delivery is paused because the upstream refuses
+//!   the account (`crate::delivery::account`) submission goes on: `200`,
+//!   with the pause on a second line.
 //!
 //! Config keys: `[admin]` (`bind` and `enabled` take a restart; basic auth
 //! and the interval follow a reload). Every route needs basic auth when
@@ -149,7 +151,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     let failures = readiness(&state).await;
     if failures.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        let mut body = String::from("ready\n");
+        if let Some(paused) = state.shared.account_pause.status() {
+            body.push_str(&paused);
+            body.push('\n');
+        }
+        (StatusCode::OK, body).into_response()
     } else {
         tracing::debug!(failures = %failures.join("; "), "not ready");
         let mut body = failures.join("\n");
@@ -195,7 +202,8 @@ async fn readiness(state: &AdminState) -> Vec<String> {
             ));
         }
     }
-    if config.upstream.mode == UpstreamMode::Relay {
+    // Refusing the account is an answer: the pause says so on its own line.
+    if config.upstream.mode == UpstreamMode::Relay && !shared.account_pause.is_paused() {
         let window = config.admin.upstream_check_interval;
         if let Err(last_error) = shared.upstream_contact.within(window) {
             let why = last_error.map(|e| format!(": {e}")).unwrap_or_default();

@@ -17,7 +17,8 @@
 //! its success lets the rest follow.
 //!
 //! [`Pause`]: the blocklist watch (`crate::reputation`) can hold all
-//! delivery while an egress IP or sending domain is listed.
+//! delivery while an egress IP or sending domain is listed. [`account`]: a
+//! refusal that cannot be about one message pauses the queue, not bounced.
 //!
 //! Before a message goes out, its pending recipients are checked again:
 //! one put on the suppression list since the message was queued fails
@@ -25,6 +26,8 @@
 //! recipient domain at its rate cap ([`caps`]) waits. Connections are made
 //! from the configured egress addresses in rotation ([`egress`]).
 
+pub mod account;
+mod attempt;
 pub mod caps;
 pub mod dsn;
 pub mod egress;
@@ -220,6 +223,10 @@ impl Engine {
     }
 
     fn flow(&self) -> Flow {
+        // Held for an account-wide refusal: `account::watch` probes.
+        if let Some(until) = self.shared.account_pause.held_until(Instant::now()) {
+            return Flow::Open(until);
+        }
         let Ok(b) = self.breaker.lock() else {
             return Flow::Closed;
         };
@@ -308,7 +315,9 @@ pub async fn run(shared: Arc<Shared>) {
         handles.push(tokio::spawn(async move { worker(n, engine, rx).await }));
     }
     let recorder = tokio::spawn(record_kept(Arc::clone(&engine)));
+    let account = tokio::spawn(account::watch(Arc::clone(&engine)));
     schedule(&engine, tx).await;
+    account.abort();
     for h in handles {
         let _ = h.await;
     }
@@ -526,6 +535,7 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> Handle
     }
     let started = Instant::now();
     let mut results = Vec::with_capacity(msg.recipients.len());
+    let mut keep_place = false;
     if !admission.now.is_empty() {
         engine
             .pacer
@@ -562,18 +572,20 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> Handle
                     conn.close().await;
                     conn.egress = egress;
                 }
-                let (results, usable) =
-                    to_relay(&config, conn, &msg.sender, &admission.now, &content).await;
-                match usable {
-                    Ok(()) => {
+                let relayed =
+                    account::relay(engine, &config, conn, &msg, &admission.now, &content).await;
+                keep_place = relayed.keep_place;
+                match relayed.usable {
+                    Some(Ok(())) => {
                         engine.upstream_ok();
                         if let Some(ip) = egress {
                             crate::metrics::egress_message(ip);
                         }
                     }
-                    Err(why) => engine.upstream_failed(&why),
+                    Some(Err(why)) => engine.upstream_failed(&why),
+                    None => {}
                 }
-                results
+                relayed.results
             }
         };
     }
@@ -591,6 +603,7 @@ async fn deliver(engine: &Engine, conn: &mut Conn, stale: MessageInfo) -> Handle
         locally_suppressed: local,
         held,
         cap_wait,
+        keep_place,
     };
     record(engine, &config, &msg, &content, outcome, started.elapsed()).await
 }
@@ -658,6 +671,9 @@ struct Outcome {
     /// domain cap rather than deferred by the upstream.
     held: usize,
     cap_wait: Option<Duration>,
+    /// Refused account-wide ([`account`]): pending recipients keep the
+    /// message's place in the queue instead of waiting for a retry.
+    keep_place: bool,
 }
 
 async fn to_outbox(
@@ -679,68 +695,6 @@ async fn to_outbox(
         .iter()
         .map(|r| (r.clone(), result.clone()))
         .collect()
-}
-
-/// Sends to the upstream. The second value says whether the upstream was
-/// usable (it answered the transaction) or not (unreachable, broken
-/// connection, `421`), which drives the circuit breaker.
-async fn to_relay(
-    config: &Config,
-    conn: &mut Conn,
-    sender: &str,
-    pending: &[String],
-    content: &[u8],
-) -> (Vec<(String, RcptResult)>, Result<(), String>) {
-    let all_temporary = |text: &str| -> Vec<(String, RcptResult)> {
-        pending
-            .iter()
-            .map(|r| (r.clone(), RcptResult::Temporary(text.to_string())))
-            .collect()
-    };
-    // A reused connection may have been closed by the upstream while idle:
-    // one fresh connection is tried before calling the attempt failed.
-    let upstream = &mut conn.upstream;
-    for attempt in 0..2 {
-        let reused = upstream.is_some();
-        if upstream.is_none() {
-            match relay::connect(config, conn.egress).await {
-                Ok(u) => *upstream = Some(u),
-                Err(e) => {
-                    let text = format!("451 4.4.1 upstream unreachable: {e}");
-                    return (all_temporary(&text), Err(e.to_string()));
-                }
-            }
-        }
-        let Some(conn) = upstream.as_mut() else {
-            break;
-        };
-        let started = Instant::now();
-        match conn.send(sender, pending, content).await {
-            Ok(results) => {
-                crate::metrics::upstream_latency(started.elapsed());
-                if relay::closes_connection(&results) {
-                    if let Some(u) = upstream.take() {
-                        u.quit().await;
-                    }
-                    return (results, Err("upstream answered 421".into()));
-                }
-                return (results, Ok(()));
-            }
-            Err(e) => {
-                *upstream = None;
-                // Only a failure before DATA is safe to repeat at once: after
-                // it, the upstream may already have taken the message.
-                if reused && attempt == 0 && e.before_data {
-                    tracing::debug!(error = %e.error, "reused upstream connection failed; reconnecting");
-                    continue;
-                }
-                let text = format!("451 4.4.2 upstream connection failed: {}", e.error);
-                return (all_temporary(&text), Err(e.error.to_string()));
-            }
-        }
-    }
-    let text = "451 4.4.2 upstream connection failed";
-    (all_temporary(text), Err(text.into()))
 }
 
 /// When to try again after `attempts` earlier attempts, with ±10 % jitter so
@@ -769,6 +723,7 @@ async fn record(
         locally_suppressed,
         held,
         cap_wait,
+        keep_place,
     } = outcome;
     let store = engine.shared.queue.store();
     let expired = now_ms() - msg.received_at > config.delivery.max_age.as_millis() as i64;
@@ -825,7 +780,9 @@ async fn record(
     // Only the domain cap deferred them: try again when it has room, not
     // after the retry schedule's wait.
     let upstream_deferred = deferred > held;
-    let next = if upstream_deferred {
+    let next = if keep_place && deferred > 0 {
+        Some(msg.next_attempt)
+    } else if upstream_deferred {
         Some(next_attempt(config, msg.attempts))
     } else if deferred > 0 {
         let wait = cap_wait.unwrap_or(POLL);

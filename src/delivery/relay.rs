@@ -37,6 +37,21 @@ impl RcptResult {
     }
 }
 
+/// Where in the conversation a reply came from; the account-wide refusal
+/// check (`super::account`) needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Greeting, EHLO, STARTTLS or AUTH.
+    Connect,
+    MailFrom,
+    Rcpt,
+    /// The reply after the message body.
+    Data,
+    /// Not an upstream reply: the gateway's own text for a connection that
+    /// failed or could not be made.
+    Local,
+}
+
 /// The connection broke during a transaction.
 #[derive(Debug)]
 pub struct SendError {
@@ -115,13 +130,14 @@ pub async fn connect(config: &Config, local_ip: Option<IpAddr>) -> Result<Upstre
 
 impl Upstream {
     /// Runs one transaction. `Err` means the connection is unusable (drop it);
-    /// replies, even refusals, are `Ok` results per recipient.
+    /// replies, even refusals, are `Ok` results per recipient, each with the
+    /// stage it came from.
     pub async fn send(
         &mut self,
         sender: &str,
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Vec<(String, RcptResult)>, SendError> {
+    ) -> Result<Vec<(String, RcptResult, Stage)>, SendError> {
         match self {
             Upstream::Tls(c) => transaction(c.as_mut(), sender, recipients, message).await,
             Upstream::Plain(c) => transaction(c, sender, recipients, message).await,
@@ -157,10 +173,10 @@ fn classify(r: &Response<String>) -> RcptResult {
 }
 
 /// A 421 means the upstream is closing: results stand, but drop the client.
-pub fn closes_connection(results: &[(String, RcptResult)]) -> bool {
+pub fn closes_connection(results: &[(String, RcptResult, Stage)]) -> bool {
     results
         .iter()
-        .any(|(_, r)| matches!(r, RcptResult::Temporary(t) if t.starts_with("421")))
+        .any(|(_, r, _)| matches!(r, RcptResult::Temporary(t) if t.starts_with("421")))
 }
 
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
@@ -168,7 +184,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     sender: &str,
     recipients: &[String],
     message: &[u8],
-) -> Result<Vec<(String, RcptResult)>, SendError> {
+) -> Result<Vec<(String, RcptResult, Stage)>, SendError> {
     let early = |error| SendError {
         error,
         before_data: true,
@@ -180,10 +196,10 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     if !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii()) {
         mail_params.add("SMTPUTF8");
     }
-    let all = |result: RcptResult| -> Vec<(String, RcptResult)> {
+    let all = |result: RcptResult| -> Vec<(String, RcptResult, Stage)> {
         recipients
             .iter()
-            .map(|r| (r.clone(), result.clone()))
+            .map(|r| (r.clone(), result.clone(), Stage::MailFrom))
             .collect()
     };
     match client.mail_from(sender, &mail_params).await {
@@ -200,7 +216,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     for rcpt in recipients {
         match client.rcpt_to(rcpt, &none).await {
             Ok(()) => accepted.push(rcpt.clone()),
-            Err(mail_send::Error::UnexpectedReply(r)) => results.push((rcpt.clone(), classify(&r))),
+            Err(mail_send::Error::UnexpectedReply(r)) => {
+                results.push((rcpt.clone(), classify(&r), Stage::Rcpt))
+            }
             Err(e) => return Err(early(e)),
         }
     }
@@ -223,8 +241,84 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             });
         }
     };
-    results.extend(accepted.into_iter().map(|r| (r, outcome.clone())));
+    results.extend(
+        accepted
+            .into_iter()
+            .map(|r| (r, outcome.clone(), Stage::Data)),
+    );
     Ok(results)
+}
+
+/// The upstream's reply when [`connect`] failed because it refused us (a
+/// `4xx`/`5xx` to the greeting, EHLO, STARTTLS or AUTH) rather than
+/// because it could not be reached. `421` is left out: it says "busy,
+/// closing", which is the circuit breaker's business.
+pub fn refusal(e: &RelayError) -> Option<String> {
+    match e {
+        RelayError::Smtp(
+            mail_send::Error::UnexpectedReply(r) | mail_send::Error::AuthenticationFailed(r),
+        ) if (400..=599).contains(&r.code) && r.code != 421 => Some(reply_text(r)),
+        _ => None,
+    }
+}
+
+/// What a message-less probe found (`super::account`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Every step answered `2xx`.
+    Accepted,
+    /// The upstream answered a step with `4xx`/`5xx`.
+    Refused { stage: Stage, reply: String },
+    /// No answer: unreachable, TLS, timeout, a broken connection.
+    Failed(String),
+}
+
+/// Connects (greeting, TLS, AUTH), then `MAIL FROM`, `RCPT TO` and `RSET`:
+/// tests whether the upstream takes mail again without sending any.
+pub async fn probe(config: &Config, local_ip: Option<IpAddr>, sender: &str, rcpt: &str) -> Probe {
+    let upstream = match connect(config, local_ip).await {
+        Ok(u) => u,
+        Err(e) => {
+            return match refusal(&e) {
+                Some(reply) => Probe::Refused {
+                    stage: Stage::Connect,
+                    reply,
+                },
+                None => Probe::Failed(e.to_string()),
+            };
+        }
+    };
+    let mut upstream = upstream;
+    let found = match &mut upstream {
+        Upstream::Tls(c) => probe_steps(c.as_mut(), sender, rcpt).await,
+        Upstream::Plain(c) => probe_steps(c, sender, rcpt).await,
+    };
+    upstream.quit().await;
+    found
+}
+
+async fn probe_steps<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    sender: &str,
+    rcpt: &str,
+) -> Probe {
+    let none = Parameters::new();
+    let refused = |stage, e| match e {
+        mail_send::Error::UnexpectedReply(r) => Probe::Refused {
+            stage,
+            reply: reply_text(&r),
+        },
+        e => Probe::Failed(e.to_string()),
+    };
+    if let Err(e) = client.mail_from(sender, &none).await {
+        return refused(Stage::MailFrom, e);
+    }
+    let found = match client.rcpt_to(rcpt, &none).await {
+        Ok(()) => Probe::Accepted,
+        Err(e) => refused(Stage::Rcpt, e),
+    };
+    let _ = client.rset().await;
+    found
 }
 
 #[cfg(test)]
