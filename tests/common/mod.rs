@@ -379,6 +379,8 @@ pub struct Upstream {
     pub port: u16,
     pub out_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Where [`Upstream::refuse`] puts its files (`upstream.py --control`).
+    pub control_dir: PathBuf,
 }
 
 impl Upstream {
@@ -386,6 +388,8 @@ impl Upstream {
         let out_dir = dir.join("upstream-out");
         fs::create_dir_all(&out_dir).expect("create upstream out dir");
         let log_path = dir.join("upstream.log");
+        let control_dir = dir.join("upstream-control");
+        fs::create_dir_all(&control_dir).expect("create upstream control dir");
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -396,7 +400,9 @@ impl Upstream {
             .arg("--out")
             .arg(&out_dir)
             .arg("--port")
-            .arg(opts.port.unwrap_or(0).to_string());
+            .arg(opts.port.unwrap_or(0).to_string())
+            .arg("--control")
+            .arg(&control_dir);
         if opts.tls {
             cmd.arg("--cert")
                 .arg(&certs.server_crt)
@@ -437,6 +443,7 @@ impl Upstream {
             port: 0,
             out_dir,
             log_path,
+            control_dir,
         };
         match line.trim().strip_prefix("READY ").map(str::parse::<u16>) {
             Some(Ok(port)) => up.port = port,
@@ -454,6 +461,25 @@ impl Upstream {
             self.log_path.display(),
             read_lossy(&self.log_path)
         )
+    }
+
+    /// From now on answers `step` (`greeting`, `auth`, `mail` or `rcpt`)
+    /// with `reply` (a whole SMTP reply line); `None` goes back to normal.
+    pub fn refuse(&self, step: &str, reply: Option<&str>) {
+        let path = self.control_dir.join(step);
+        match reply {
+            Some(r) => {
+                // Renamed into place: the upstream never reads half a line.
+                let tmp = self.control_dir.join(format!(".{step}.tmp"));
+                fs::write(&tmp, format!("{r}\n")).expect("write upstream control file");
+                fs::rename(&tmp, &path).expect("place upstream control file");
+            }
+            None => match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => panic!("remove {}: {e}", path.display()),
+            },
+        }
     }
 
     /// Everything accepted so far, in order.

@@ -13,6 +13,11 @@ Run with Debian's /usr/bin/python3 (it has aiosmtpd). Listens on 127.0.0.1 only.
   trust <n>.eml to be complete.
 - --fail-first N: the first N DATA transactions get `451 4.3.0`.
 - --reject-rcpt SUBSTR: RCPT addresses containing SUBSTR get `550 5.1.1`.
+- --control DIR: while DIR/greeting, DIR/auth, DIR/mail or DIR/rcpt exists,
+  that step is answered with the file's first line (a whole SMTP reply,
+  e.g. `550 5.7.1 sender not validated`) instead of going on; a refused
+  greeting closes the connection. Tests create and remove the files to turn
+  refusals on and off while both processes run.
 - Prints `READY <port>` on stdout once listening; exits 0 on SIGTERM/SIGINT.
 """
 
@@ -36,8 +41,21 @@ def log(*args):
     print("upstream:", *args, file=sys.stderr, flush=True)
 
 
+def controlled(control_dir, step):
+    """The reply the test wants for this step right now, if any."""
+    if not control_dir:
+        return None
+    try:
+        with open(os.path.join(control_dir, step)) as f:
+            reply = f.readline().strip()
+    except FileNotFoundError:
+        return None
+    return reply or None
+
+
 class Recorder:
-    def __init__(self, out_dir, fail_first, reject_rcpt, defer_rcpt=None):
+    def __init__(self, out_dir, fail_first, reject_rcpt, defer_rcpt=None, control=None):
+        self.control = control
         self.out_dir = out_dir
         self.fail_left = fail_first
         self.reject_rcpt = reject_rcpt
@@ -45,7 +63,20 @@ class Recorder:
         self.count = 0
         self.data_attempts = 0
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = controlled(self.control, "mail")
+        if reply:
+            log(f"MAIL FROM <{address}> refused (--control): {reply}")
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = controlled(self.control, "rcpt")
+        if reply:
+            log(f"RCPT <{address}> refused (--control): {reply}")
+            return reply
         if self.reject_rcpt and self.reject_rcpt in address:
             log(f"RCPT {address} rejected (--reject-rcpt)")
             return "550 5.1.1 <%s>: mailbox unavailable (test rejection)" % address
@@ -90,11 +121,16 @@ class Recorder:
 
 
 class Authenticator:
-    def __init__(self, username, password):
+    def __init__(self, username, password, control=None):
         self.username = username.encode()
         self.password = password.encode()
+        self.control = control
 
     def __call__(self, server, session, envelope, mechanism, auth_data):
+        reply = controlled(self.control, "auth")
+        if reply:
+            log(f"AUTH {mechanism} refused (--control): {reply}")
+            return AuthResult(success=False, handled=False, message=reply)
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login == self.username
@@ -116,6 +152,7 @@ async def main():
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--reject-rcpt")
     p.add_argument("--defer-rcpt")
+    p.add_argument("--control")
     # aiosmtpd enforces RFC 5321's 1000-octet line limit by default; relays
     # such as Postfix-fronted ESPs accept longer lines.
     p.add_argument("--line-limit", type=int, default=1001)
@@ -132,15 +169,26 @@ async def main():
         p.error("--username and --password go together")
     authenticator = None
     if args.username is not None:
-        authenticator = Authenticator(args.username, args.password)
+        authenticator = Authenticator(args.username, args.password, args.control)
 
-    handler = Recorder(args.out, args.fail_first, args.reject_rcpt, args.defer_rcpt)
+    handler = Recorder(
+        args.out, args.fail_first, args.reject_rcpt, args.defer_rcpt, args.control
+    )
     loop = asyncio.get_running_loop()
 
     class Server(SMTP):
         # Read by the constructor (it sizes the stream reader), so it must be
         # a class attribute.
         line_length_limit = args.line_limit
+
+        async def _handle_client(self):
+            reply = controlled(args.control, "greeting")
+            if reply:
+                log(f"greeting refused (--control): {reply}")
+                await self.push(reply)
+                self.transport.close()
+                return
+            await super()._handle_client()
 
     def factory():
         return Server(
