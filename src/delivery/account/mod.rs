@@ -150,12 +150,11 @@ impl AccountPause {
         self.state.lock().is_ok_and(|s| s.episode.is_some())
     }
 
-    /// While paused: until when the scheduler holds everything back (it
-    /// looks again then; the probe itself runs in [`watch`]).
+    /// While paused: until when the scheduler holds everything back before
+    /// it looks again (the probe itself runs in [`watch`]). Short, so a
+    /// resume or a reload to outbox mode takes effect at once.
     pub fn held_until(&self, now: Instant) -> Option<Instant> {
-        let s = self.state.lock().ok()?;
-        let e = s.episode.as_ref()?;
-        Some(e.next_probe.max(now + TICK))
+        self.is_paused().then_some(now + TICK)
     }
 
     /// One line for `/readyz` while paused; `None` otherwise.
@@ -459,6 +458,7 @@ async fn probe(engine: &Engine, config: &Config) {
     match pause.probed(ap, &found, Instant::now()) {
         Some(After::Resumed { paused_for, probes }) => {
             gauge!(PAUSED).set(0.0);
+            engine.shared.upstream_contact.ok();
             if let Probe::Refused { reply, .. } = &found {
                 tracing::warn!(rcpt, reply = %reply, "probe recipient refused (check [delivery.account_pause] notify), but the upstream takes mail from the account again");
             }

@@ -38,7 +38,7 @@ fn a_pause_begins_once_and_backs_off_until_a_probe_passes() {
     assert_eq!(began.first_probe, Duration::from_secs(30));
     assert!(began.notify);
     assert!(p.is_paused());
-    assert_eq!(p.held_until(t0), Some(t0 + Duration::from_secs(30)));
+    assert_eq!(p.held_until(t0), Some(t0 + TICK));
     let status = p.status().unwrap_or_default();
     assert!(status.contains("550 5.7.1 sender not allowed"), "{status}");
     // Workers that were under way report the same: still one pause.
@@ -118,4 +118,15 @@ fn nothing_to_probe_when_not_paused() {
     assert!(!p.probe_due(Instant::now()));
     p.clear();
     assert!(!p.is_paused());
+}
+
+#[test]
+fn metric_names_follow_the_conventions() {
+    for name in [PAUSES, PROBES, HELD] {
+        assert!(
+            name.starts_with("schleuse_") && name.ends_with("_total"),
+            "{name}"
+        );
+    }
+    assert!(PAUSED.starts_with("schleuse_") && !PAUSED.ends_with("_total"));
 }
