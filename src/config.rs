@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 mod attachments;
-pub use attachments::{AttachmentMode, Attachments, LinkPassword, SignedPolicy};
+pub use attachments::{AttachmentMode, Attachments, Language, LinkPassword, SignedPolicy};
 mod suppression;
 pub use suppression::{MailjetRule, Suppression};
 mod reputation;

@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, expand, size};
-use crate::links::Language;
 use crate::store::guesses::GuessPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,6 +42,15 @@ pub enum SignedPolicy {
     Pass,
     /// Refuse with `554 5.7.1` when documents would have to come out.
     Reject,
+}
+
+/// Page and link-block language (`[attachments] language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    De,
+    En,
 }
 
 #[derive(Debug, Clone, Deserialize)]
