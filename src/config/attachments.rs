@@ -8,7 +8,6 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{duration, expand, size};
-use crate::store::guesses::GuessPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,16 +126,6 @@ impl Default for Attachments {
 }
 
 impl Attachments {
-    /// The limits on wrong link passwords.
-    pub fn guess_policy(&self) -> GuessPolicy {
-        GuessPolicy {
-            free: self.password_attempts_per_link,
-            per_client: self.password_attempts_per_ip,
-            per_link: self.password_ceiling_per_link,
-            ..GuessPolicy::default()
-        }
-    }
-
     /// The link for a token.
     pub fn link_url(&self, token: &str) -> String {
         format!("{}/d/{token}", self.public_url.trim_end_matches('/'))
