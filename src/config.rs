@@ -28,7 +28,7 @@ pub use documents::{DocumentBackend, Documents};
 mod outbound;
 pub use outbound::{DomainLimit, Egress};
 mod store;
-pub use store::{StoreBackend, StoreSection};
+pub use store::{StoreBackend, StoreSection, parse_postgres_url};
 mod account_pause;
 pub use account_pause::AccountPause;
 
