@@ -10,13 +10,18 @@
 //! Every default below appears, commented, in `conf/schleuse.toml`.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+mod values;
+use values::{
+    LENIENT_ENV, duration, durations, expand, expand_opt, expand_opt_path, expand_path, size,
+};
+pub use values::{expand_env, is_loopback_host, parse_duration, parse_size, plausible_recipient};
 mod attachments;
 pub use attachments::{AttachmentMode, Attachments, Language, LinkPassword, SignedPolicy};
 mod suppression;
@@ -953,7 +958,7 @@ impl Config {
                 return Err(self.invalid(key, "must be at least 1s"));
             }
         }
-        if !crate::policy::plausible_recipient(&self.sender.system_address) {
+        if !plausible_recipient(&self.sender.system_address) {
             return Err(self.invalid(
                 "sender.system_address",
                 format!(
@@ -1043,126 +1048,12 @@ impl Config {
     }
 }
 
-/// `localhost` or a loopback IP literal.
-pub fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-thread_local! {
-    static LENIENT_ENV: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Replaces every `${NAME}` with the environment variable `NAME`.
-pub fn expand_env(value: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated ${{ in {value:?}"))?;
-        let name = &after[..end];
-        if name.is_empty() {
-            return Err("empty ${} reference".into());
-        }
-        let var = match std::env::var(name) {
-            Ok(v) => v,
-            Err(_) if LENIENT_ENV.with(|l| l.get()) => String::new(),
-            Err(_) => return Err(format!("environment variable {name} is not set")),
-        };
-        out.push_str(&var);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn expand<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let raw = String::deserialize(d)?;
-    expand_env(&raw).map_err(serde::de::Error::custom)
-}
-
-fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let raw = String::deserialize(d)?;
-    expand_env(&raw).map(Some).map_err(serde::de::Error::custom)
-}
-
-fn expand_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    expand(d).map(PathBuf::from)
-}
-
-fn expand_opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    expand(d).map(|s| Some(PathBuf::from(s)))
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let raw = String::deserialize(d)?;
-    parse_duration(&raw).map_err(serde::de::Error::custom)
-}
-
-fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    raw.iter()
-        .map(|s| parse_duration(s))
-        .collect::<Result<_, _>>()
-        .map_err(serde::de::Error::custom)
-}
-
-fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Bytes(u64),
-        Text(String),
-        // Anything else (-1, 15.5, true) gets the same sentence as a bad
-        // text, not serde's "did not match any variant".
-        Other(serde::de::IgnoredAny),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Bytes(n) => Ok(n),
-        Raw::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
-        Raw::Other(_) => Err(serde::de::Error::custom(
-            "not a size like \"25MB\" or \"512KB\" (or a number of bytes)",
-        )),
-    }
-}
-
-/// `30s`, `15m`, `14d`, `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"15m\" or \"14d\" ({e})"))
-}
-
-/// `25MB`, `512KB`, `1GB` or plain bytes. Units are binary (1KB = 1024 bytes),
-/// as mail administrators usually mean them; `MiB`-style spellings work too.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("{text:?} is not a size like \"25MB\" or \"512KB\"");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(factor).ok_or_else(bad)
 }
 
 impl fmt::Display for UpstreamMode {
@@ -1190,18 +1081,6 @@ mod tests {
         Config::builtin()
             .validate()
             .expect("default config validates");
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("25MB"), Ok(25 * 1024 * 1024));
-        assert_eq!(parse_size("512 KB"), Ok(512 * 1024));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("25 parsecs").is_err());
-        assert!(parse_size("99999999999999GB").is_err());
-        assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86400)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_postgres::config::{Host, SslMode};
 
-use super::{duration, expand_opt_path};
+use super::values::{duration, expand_env, expand_opt_path, is_loopback_host};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,7 +80,7 @@ impl StoreSection {
             }
             rest = &after[end + 1..];
         }
-        super::expand_env(&self.url_template)
+        expand_env(&self.url_template)
     }
 
     pub(super) fn check(&self) -> Result<(), (&'static str, String)> {
@@ -122,7 +122,7 @@ pub fn parse_postgres_url(url: &str) -> Result<tokio_postgres::Config, String> {
     }
     if config.get_ssl_mode() != SslMode::Require {
         let remote = config.get_hosts().iter().find_map(|h| match h {
-            Host::Tcp(name) if !super::is_loopback_host(name) => Some(name.clone()),
+            Host::Tcp(name) if !is_loopback_host(name) => Some(name.clone()),
             _ => None,
         });
         let remote = remote.or_else(|| {
