@@ -49,6 +49,7 @@ mod admin;
 pub use admin::Admin;
 mod suppression;
 pub use suppression::{MailjetRule, Suppression};
+pub mod rules;
 
 /// A configuration problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +128,10 @@ pub struct Config {
     pub admin: Admin,
     /// Per-category switches (SPEC §8): `[categories] disabled = [...]`.
     #[serde(default)]
-    pub categories: crate::policy::rules::Categories,
+    pub categories: rules::Categories,
     /// Relay rules (SPEC §8), in order: the first match decides.
     #[serde(default, rename = "rule")]
-    pub rules: Vec<crate::policy::rules::Rule>,
+    pub rules: Vec<rules::Rule>,
     /// Where the configuration came from; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -255,7 +256,7 @@ impl Config {
         keyed(self.log.check())?;
         keyed(self.admin.check())?;
         keyed(self.suppression.check(self.admin.enabled))?;
-        keyed(crate::policy::rules::check(
+        keyed(rules::check(
             &self.rules,
             &self.categories,
             &self.attachments,
