@@ -7,7 +7,11 @@
 //! - Relative paths are relative to the working directory (the repository in
 //!   development, `StateDirectory` under systemd, where absolute paths are used).
 //!
-//! Every default below appears, commented, in `conf/schleuse.toml`.
+//! Each section has its own file with its defaults and its `check()`;
+//! [`Config::validate`] runs the checks in the order of `conf/schleuse.toml`,
+//! where every default appears, commented. Config is the bottom layer: it
+//! imports nothing from the rest of the crate, so the types a key is written
+//! in (the rule syntax, [`Language`]) live here and the stages import them.
 
 use std::path::{Path, PathBuf};
 
