@@ -31,7 +31,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore as _;
-use schleuse::links::Language;
+use schleuse::config::Language;
 use schleuse::links::crypto::{DocumentKey, new_salt, new_token};
 use schleuse::store::documents::{DocumentFiles as _, LocalFiles};
 use schleuse::transform::attachments::{self, ExtractOptions, Plan, Scan};

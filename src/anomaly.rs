@@ -23,20 +23,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use crate::config::Reputation;
 use crate::limits::Kind;
 use crate::store::Store;
 
 const HOUR_MS: i64 = 3_600_000;
-
-/// A duration in whole hours, rounded up, at least 1.
-pub fn hours(d: Duration) -> i64 {
-    i64::try_from(d.as_secs().div_ceil(3600))
-        .unwrap_or(i64::MAX)
-        .max(1)
-}
 
 /// The average per window of `past_sum` messages over `baseline_h − window_h` hours.
 pub fn baseline(past_sum: u64, window_h: i64, baseline_h: i64) -> f64 {
@@ -103,7 +95,7 @@ impl State {
         if !cfg.anomaly_hold {
             return None;
         }
-        let (w, b) = (hours(cfg.anomaly_window), hours(cfg.anomaly_baseline));
+        let (w, b) = cfg.anomaly_hours();
         let hour = now.div_euclid(HOUR_MS);
         let (current_h, past_h) = periods(now, w, b);
         // Keys name their window, so ended ones are read too (`now` = MIN).
@@ -188,14 +180,6 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn whole_hours() {
-        assert_eq!(hours(Duration::from_secs(60)), 1);
-        assert_eq!(hours(Duration::from_secs(3600)), 1);
-        assert_eq!(hours(Duration::from_secs(3601)), 2);
-        assert_eq!(hours(Duration::from_secs(7 * 86_400)), 168);
-    }
 
     #[test]
     fn baseline_is_the_average_per_window_before_the_current_one() {

@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mail_parser::MessageParser;
-use schleuse::links::Language;
+use schleuse::config::Language;
 use schleuse::session::wire::has_bare_line_ending;
 use schleuse::transform::attachments::{ExtractError, ExtractOptions, Scan, rewrite, scan};
 use schleuse::transform::linkblock::{Block, Entry};

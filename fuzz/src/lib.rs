@@ -20,6 +20,7 @@ use schleuse::links::vault::{Plain, SealOptions, Vault};
 use schleuse::queue::Queue;
 use schleuse::server::Shared;
 use schleuse::session::{Origin, Session};
+use schleuse::store::guesses::GuessPolicy;
 use schleuse::store::{NewMessage, new_queue_id, now_ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
@@ -174,7 +175,7 @@ impl Env {
                 language: config.attachments.language,
                 trusted_proxies: config.attachments.trusted_proxies.clone(),
                 log_client_ip: true,
-                guesses: config.attachments.guess_policy(),
+                guesses: GuessPolicy::from(&config.attachments),
             },
         );
         let webhook = schleuse::suppression::webhook::router(Arc::clone(&shared))

@@ -99,7 +99,7 @@ async fn add(
     duration: Option<&str>,
 ) -> anyhow::Result<()> {
     let address = normalise(address);
-    if !crate::policy::plausible_recipient(&address) {
+    if !crate::config::plausible_recipient(&address) {
         anyhow::bail!("{address:?} is not an address like parent@example.org");
     }
     let reason = reason.trim();

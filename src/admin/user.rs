@@ -64,7 +64,7 @@ pub fn add(
         bail!("account {name:?} already exists (use `user passwd` to change its password)");
     }
     if let Some(addr) = &identity.reply_to
-        && !crate::policy::plausible_recipient(addr)
+        && !crate::config::plausible_recipient(addr)
     {
         bail!("--reply-to {addr:?} is not an address like name@landkreis.example");
     }

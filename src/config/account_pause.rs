@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{duration, expand_opt};
+use super::values::{duration, expand_opt, plausible_recipient};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,7 +76,7 @@ impl AccountPause {
     pub(super) fn check(&self) -> Result<(), (String, String)> {
         let key = |k: &str| format!("delivery.account_pause.{k}");
         if let Some(n) = &self.notify
-            && !crate::policy::plausible_recipient(n)
+            && !plausible_recipient(n)
         {
             return Err((
                 key("notify"),

@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{duration, expand, size};
-use crate::links::Language;
-use crate::store::guesses::GuessPolicy;
+use super::values::{duration, expand, size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,6 +41,15 @@ pub enum SignedPolicy {
     Pass,
     /// Refuse with `554 5.7.1` when documents would have to come out.
     Reject,
+}
+
+/// Page and link-block language (`[attachments] language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    De,
+    En,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,16 +126,6 @@ impl Default for Attachments {
 }
 
 impl Attachments {
-    /// The limits on wrong link passwords.
-    pub fn guess_policy(&self) -> GuessPolicy {
-        GuessPolicy {
-            free: self.password_attempts_per_link,
-            per_client: self.password_attempts_per_ip,
-            per_link: self.password_ceiling_per_link,
-            ..GuessPolicy::default()
-        }
-    }
-
     /// The link for a token.
     pub fn link_url(&self, token: &str) -> String {
         format!("{}/d/{token}", self.public_url.trim_end_matches('/'))

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{LENIENT_ENV, duration, expand, expand_opt, expand_opt_path, is_loopback_host};
+use super::values::{LENIENT_ENV, duration, expand, expand_opt, expand_opt_path, is_loopback_host};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

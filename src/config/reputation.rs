@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration;
+use super::values::duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -91,7 +91,20 @@ pub fn dns_name(raw: &str) -> Option<String> {
     (ascii.len() <= 253 && labels.len() >= 2 && labels.iter().all(label_ok)).then_some(ascii)
 }
 
+/// A duration in whole hours, rounded up, at least 1.
+fn hours(d: Duration) -> i64 {
+    i64::try_from(d.as_secs().div_ceil(3600))
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
 impl Reputation {
+    /// `anomaly_window` and `anomaly_baseline` in whole hours, as the
+    /// anomaly hold counts them (`crate::anomaly`).
+    pub fn anomaly_hours(&self) -> (i64, i64) {
+        (hours(self.anomaly_window), hours(self.anomaly_baseline))
+    }
+
     pub(super) fn check(&self) -> Result<(), (String, String)> {
         for (i, ip) in self.egress_ips.iter().enumerate() {
             let ip = ip.to_canonical();
@@ -140,8 +153,8 @@ impl Reputation {
                 return Err((format!("reputation.{key}"), "must be at least 1m".into()));
             }
         }
-        let hours = crate::anomaly::hours;
-        if hours(self.anomaly_baseline) <= hours(self.anomaly_window) {
+        let (window, baseline) = self.anomaly_hours();
+        if baseline <= window {
             return Err((
                 "reputation.anomaly_baseline".into(),
                 "must be longer than anomaly_window (both rounded up to whole hours)".into(),
@@ -154,6 +167,14 @@ impl Reputation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_hours() {
+        assert_eq!(hours(Duration::from_secs(60)), 1);
+        assert_eq!(hours(Duration::from_secs(3600)), 1);
+        assert_eq!(hours(Duration::from_secs(3601)), 2);
+        assert_eq!(hours(Duration::from_secs(7 * 86_400)), 168);
+    }
 
     #[test]
     fn names() {

@@ -20,8 +20,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_postgres::config::{Host, SslMode};
 
-use super::{duration, expand_opt_path};
+use super::values::{duration, expand_env, expand_opt_path, is_loopback_host};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,7 +80,7 @@ impl StoreSection {
             }
             rest = &after[end + 1..];
         }
-        super::expand_env(&self.url_template)
+        expand_env(&self.url_template)
     }
 
     pub(super) fn check(&self) -> Result<(), (&'static str, String)> {
@@ -87,7 +88,7 @@ impl StoreSection {
             return Ok(());
         }
         let url = self.url().map_err(|e| ("store.url", e))?;
-        crate::store::postgres::parse_url(&url).map_err(|e| ("store.url", e))?;
+        parse_postgres_url(&url).map_err(|e| ("store.url", e))?;
         if self.pool_size == 0 {
             return Err(("store.pool_size", "must be at least 1".into()));
         }
@@ -101,6 +102,44 @@ impl StoreSection {
         }
         Ok(())
     }
+}
+
+/// Parses the URL and checks what `[store] url` must satisfy: a database
+/// reached over the network must be reached with TLS (as for the upstream,
+/// plaintext only on loopback or a Unix socket).
+pub fn parse_postgres_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    if url.trim().is_empty() {
+        return Err("is empty; the postgres backend needs a URL such as \
+                    postgresql://schleuse@db.example/schleuse?sslmode=require"
+            .into());
+    }
+    // The parse error never quotes the URL, which may hold a password.
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL URL ({e})"))?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        return Err("names no host (add one, or host=/run/postgresql for a socket)".into());
+    }
+    if config.get_ssl_mode() != SslMode::Require {
+        let remote = config.get_hosts().iter().find_map(|h| match h {
+            Host::Tcp(name) if !is_loopback_host(name) => Some(name.clone()),
+            _ => None,
+        });
+        let remote = remote.or_else(|| {
+            config
+                .get_hostaddrs()
+                .iter()
+                .find(|ip| !ip.is_loopback())
+                .map(|ip| ip.to_string())
+        });
+        if let Some(host) = remote {
+            return Err(format!(
+                "{host} is not a loopback address: add sslmode=require (the connection \
+                 carries message content and credentials)"
+            ));
+        }
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -144,5 +183,28 @@ mod tests {
         s.pool_size = 2;
         s.lease_time = Duration::from_millis(10);
         assert_eq!(s.check().unwrap_err().0, "store.lease_time");
+    }
+
+    #[test]
+    fn plaintext_only_to_loopback_or_a_socket() {
+        for ok in [
+            "postgresql://u@127.0.0.1/db",
+            "postgresql://u@localhost:5433/db?sslmode=disable",
+            "host=/run/postgresql dbname=db",
+            "postgresql://u@db.example/db?sslmode=require",
+        ] {
+            assert!(parse_postgres_url(ok).is_ok(), "{ok}");
+        }
+        let err = parse_postgres_url("postgresql://u:secret@db.example/db").unwrap_err();
+        assert!(
+            err.contains("db.example") && err.contains("sslmode=require"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        let err = parse_postgres_url("postgresql://u@db.example/db?sslmode=prefer").unwrap_err();
+        assert!(err.contains("sslmode=require"), "{err}");
+        assert!(parse_postgres_url("").is_err());
+        let err = parse_postgres_url("postgresql://u:secret@[::1/db").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{LENIENT_ENV, duration, expand_opt, size};
+use super::values::{LENIENT_ENV, duration, expand_opt, size};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -2,7 +2,7 @@
 //! on the link page, in notices and in download headers — so all of them
 //! say the same size and date for the same document.
 
-use super::Language;
+use crate::config::Language;
 
 /// A size for people: `812 Bytes`, `1,5 MB` (German) or `1.5 MB` (English).
 ///

@@ -27,19 +27,10 @@ pub mod vault;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::store::BoxFuture;
 use crate::store::guesses::GuessPolicy;
-
-/// Page and link-block language (`[attachments] language`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    #[default]
-    De,
-    En,
-}
 
 /// What the link page may show about a document before it is opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

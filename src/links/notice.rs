@@ -8,8 +8,8 @@
 
 use mail_builder::MessageBuilder;
 
-use super::Language;
 use super::format::date;
+use crate::config::Language;
 
 /// The generated password for the documents of one message.
 pub struct PasswordNotice<'a> {

@@ -13,8 +13,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::LinkView;
 pub use super::format::{date, human_size, is_bidi_control};
-use super::{Language, LinkView};
+use crate::config::Language;
 
 /// The only style of every page. The service allows it by hash, so any
 /// change here changes the `Content-Security-Policy` with it (computed at

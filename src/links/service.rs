@@ -34,7 +34,8 @@ use tokio::net::TcpListener;
 use super::client::{Client, LoggedListener, Peer, ip_key};
 use super::page::{self, Notice};
 use super::response::{file_response, page_headers};
-use super::{Documents, DownloadOutcome, Language, Lookup, Opened, VaultError};
+use super::{Documents, DownloadOutcome, Lookup, Opened, VaultError};
+use crate::config::Language;
 use crate::store::guesses::GuessPolicy;
 
 pub(super) const LOG_TARGET: &str = "schleuse::links";

@@ -14,6 +14,7 @@ use super::vault::NoticeHook;
 use crate::config::{AttachmentMode, Config};
 use crate::server::Shared;
 use crate::store::DownloadNotice;
+use crate::store::guesses::GuessPolicy;
 
 /// Binds the link service's port when links are on; a port that cannot be
 /// bound stops the start, like an SMTP listener's.
@@ -35,7 +36,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Option<TcpListener>> {
 pub fn spawn_service(shared: Arc<Shared>, listener: TcpListener) -> JoinHandle<()> {
     let cfg = shared.config().attachments.clone();
     let opts = ServiceOptions {
-        guesses: cfg.guess_policy(),
+        guesses: GuessPolicy::from(&cfg),
         language: cfg.language,
         trusted_proxies: cfg.trusted_proxies,
         log_client_ip: cfg.log_client_ip,

@@ -3,7 +3,7 @@
 
 use super::pii::Category;
 use super::policy::labels;
-use crate::links::Language;
+use crate::config::Language;
 
 pub struct PiiNotice<'a> {
     pub language: Language,

@@ -4,8 +4,7 @@
 //! the staff member, nor the SMTP reply ever repeats the data found.
 
 use super::pii::{self, Category, Findings};
-use crate::config::{PiiPolicy, Privacy};
-use crate::links::Language;
+use crate::config::{Language, PiiPolicy, Privacy};
 
 /// The check's outcome for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -149,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Err(r) = check_address(&to.address, envelope.smtputf8, Role::Recipient) {
             return r;
         }
-        if !policy::plausible_recipient(&to.address) {
+        if !crate::config::plausible_recipient(&to.address) {
             return reply::BAD_RCPT;
         }
         if envelope

@@ -22,6 +22,8 @@
 
 use std::time::Duration;
 
+use crate::config::Attachments;
+
 /// A back-off row whose wait ended this long ago is forgotten: the next
 /// wrong password starts a fresh budget.
 pub const FORGET_MS: i64 = 24 * 3600 * 1000;
@@ -53,6 +55,18 @@ impl Default for GuessPolicy {
             per_client: 20,
             per_link: 20,
             window: Duration::from_millis(HOUR_MS as u64),
+        }
+    }
+}
+
+impl From<&Attachments> for GuessPolicy {
+    /// The limits on wrong link passwords.
+    fn from(cfg: &Attachments) -> GuessPolicy {
+        GuessPolicy {
+            free: cfg.password_attempts_per_link,
+            per_client: cfg.password_attempts_per_ip,
+            per_link: cfg.password_ceiling_per_link,
+            ..GuessPolicy::default()
         }
     }
 }

@@ -66,7 +66,7 @@ use std::path::{Path, PathBuf};
 use super::StoreError;
 use super::documents::{self, DocumentError, DocumentFiles, LocalFiles};
 use super::pseudonym::PseudonymError;
-use crate::config::{Config, DocumentBackend, StoreBackend};
+use crate::config::{Config, DocumentBackend, StoreBackend, parse_postgres_url};
 
 /// Rows per read from SQLite and per `INSERT` into PostgreSQL.
 pub const BATCH: usize = 500;
@@ -243,7 +243,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 /// Whether two store URLs reach the same database: same hosts, ports and
 /// database name (user, password and TLS settings may differ).
 fn same_database(a: &str, b: &str) -> bool {
-    match (super::postgres::parse_url(a), super::postgres::parse_url(b)) {
+    match (parse_postgres_url(a), parse_postgres_url(b)) {
         (Ok(a), Ok(b)) => {
             a.get_hosts() == b.get_hosts()
                 && a.get_hostaddrs() == b.get_hostaddrs()
@@ -287,7 +287,7 @@ pub fn describe_store(config: &Config) -> String {
                 .store
                 .url()
                 .ok()
-                .and_then(|u| super::postgres::parse_url(&u).ok());
+                .and_then(|u| parse_postgres_url(&u).ok());
             let Some(pg) = parsed else {
                 return "PostgreSQL".into();
             };

@@ -97,7 +97,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::SslMode;
 
 use super::pseudonym::Pseudonymizer;
 use super::suppression::{
@@ -108,6 +108,7 @@ use super::{
     AttemptUpdate, BoxFuture, DownloadNotice, Erased, LinkRecord, MessageInfo, MessageState,
     NewMessage, QueueId, QueueStats, Store, StoreError, SubjectRecords, now_ms,
 };
+use crate::config::parse_postgres_url;
 
 /// A pooled connection's transaction; statements are prepared once per
 /// connection (deadpool's statement cache).
@@ -205,44 +206,6 @@ pub struct PgOptions {
     pub instance: Option<String>,
 }
 
-/// Parses the URL and checks what `[store] url` must satisfy: a database
-/// reached over the network must be reached with TLS (as for the upstream,
-/// plaintext only on loopback or a Unix socket).
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    if url.trim().is_empty() {
-        return Err("is empty; the postgres backend needs a URL such as \
-                    postgresql://schleuse@db.example/schleuse?sslmode=require"
-            .into());
-    }
-    // The parse error never quotes the URL, which may hold a password.
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL URL ({e})"))?;
-    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-        return Err("names no host (add one, or host=/run/postgresql for a socket)".into());
-    }
-    if config.get_ssl_mode() != SslMode::Require {
-        let remote = config.get_hosts().iter().find_map(|h| match h {
-            Host::Tcp(name) if !crate::config::is_loopback_host(name) => Some(name.clone()),
-            _ => None,
-        });
-        let remote = remote.or_else(|| {
-            config
-                .get_hostaddrs()
-                .iter()
-                .find(|ip| !ip.is_loopback())
-                .map(|ip| ip.to_string())
-        });
-        if let Some(host) = remote {
-            return Err(format!(
-                "{host} is not a loopback address: add sslmode=require (the connection \
-                 carries message content and credentials)"
-            ));
-        }
-    }
-    Ok(config)
-}
-
 pub struct PostgresStore {
     pool: Pool,
     instance: String,
@@ -268,7 +231,7 @@ impl PostgresStore {
     /// Connects, applies pending migrations and loads the shared pseudonym
     /// key. Must run inside a Tokio runtime (it starts the lease renewal).
     pub async fn open(options: &PgOptions) -> Result<PostgresStore, StoreError> {
-        let mut pg = parse_url(&options.url).map_err(PgError::Url)?;
+        let mut pg = parse_postgres_url(&options.url).map_err(PgError::Url)?;
         let session = match pg.get_options() {
             Some(o) => format!("{o} {SESSION_SETTINGS}"),
             None => SESSION_SETTINGS.to_owned(),
@@ -296,7 +259,7 @@ impl PostgresStore {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
             Manager::from_config(pg, tls, manager_config)
         } else {
-            // parse_url allowed plaintext: loopback or a Unix socket only.
+            // parse_postgres_url allowed plaintext: loopback or a Unix socket only.
             Manager::from_config(pg, NoTls, manager_config)
         };
         let pool = Pool::builder(manager)
@@ -985,33 +948,5 @@ impl Store for PostgresStore {
                 limits::purge(&tx, now_ms, keep_hourly_ms).await?
             })
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plaintext_only_to_loopback_or_a_socket() {
-        for ok in [
-            "postgresql://u@127.0.0.1/db",
-            "postgresql://u@localhost:5433/db?sslmode=disable",
-            "host=/run/postgresql dbname=db",
-            "postgresql://u@db.example/db?sslmode=require",
-        ] {
-            assert!(parse_url(ok).is_ok(), "{ok}");
-        }
-        let err = parse_url("postgresql://u:secret@db.example/db").unwrap_err();
-        assert!(
-            err.contains("db.example") && err.contains("sslmode=require"),
-            "{err}"
-        );
-        assert!(!err.contains("secret"), "{err}");
-        let err = parse_url("postgresql://u@db.example/db?sslmode=prefer").unwrap_err();
-        assert!(err.contains("sslmode=require"), "{err}");
-        assert!(parse_url("").is_err());
-        let err = parse_url("postgresql://u:secret@[::1/db").unwrap_err();
-        assert!(!err.contains("secret"), "{err}");
     }
 }

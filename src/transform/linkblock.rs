@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use crate::links::Language;
+use crate::config::Language;
 use crate::links::format::{date, human_size, is_bidi_control};
 
 /// One stored document as the recipient is told about it.

@@ -6,8 +6,7 @@
 use std::time::SystemTime;
 
 use super::detect::Cause;
-use crate::config::Config;
-use crate::links::Language;
+use crate::config::{Config, Language};
 
 pub struct PauseNotice<'a> {
     pub config: &'a Config,

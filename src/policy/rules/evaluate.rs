@@ -389,6 +389,11 @@ fn test(m: &Match, facts: &Facts<'_>, header: &Header) -> Result<Vec<String>, St
     Ok(why)
 }
 
+/// A rule's own `reject_reply`, as the session sends it.
+fn reject_reply(r: &RejectReply) -> Reply {
+    Reply::owned(r.code, r.esc, r.text.clone())
+}
+
 /// Runs the category switches and the rules over one message.
 pub fn evaluate(config: &Config, facts: &Facts<'_>) -> Decision {
     let header = Header::read(facts.message);
@@ -454,7 +459,7 @@ pub fn evaluate(config: &Config, facts: &Facts<'_>) -> Decision {
             Action::Reject => {
                 let reply = effective.reject_reply.as_ref().map_or_else(
                     || Reply::owned(550, [5, 7, 1], format!("Refused by relay rule {label}")),
-                    RejectReply::reply,
+                    reject_reply,
                 );
                 reasons.push(format!("rule {label:?}: action = \"reject\""));
                 verdict = Verdict::Refuse(reply);

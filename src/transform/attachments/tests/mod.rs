@@ -10,7 +10,7 @@ use super::encode::base64_lines;
 use super::{
     DEFAULT_INLINE_IMAGE_MAX, Document, ExtractError, ExtractOptions, Plan, Scan, rewrite, scan,
 };
-use crate::links::Language;
+use crate::config::Language;
 use crate::transform::linkblock::{Block, Entry};
 
 mod fixtures;

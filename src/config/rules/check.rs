@@ -1,7 +1,31 @@
 //! Validation of `[[rule]]` and `[categories]` at load: every error names
 //! its key (`rule[3].reject_reply`), so a broken rule file never loads.
 
-use super::*;
+use super::{Action, Categories, List, Match, Rule};
+use crate::config::{AttachmentMode, Attachments};
+
+/// Fields a rule may neither add nor remove: the message's structure, what
+/// DKIM signs, and what the gateway itself sets (use `tracking` for the
+/// Mailjet tracking fields).
+const PROTECTED: [&str; 17] = [
+    "From",
+    "Sender",
+    "To",
+    "Cc",
+    "Bcc",
+    "Reply-To",
+    "Date",
+    "Message-ID",
+    "Subject",
+    "MIME-Version",
+    "Content-*",
+    "Received",
+    "Return-Path",
+    "DKIM-Signature",
+    "X-MJ-CustomID",
+    "X-Mailjet-TrackOpen",
+    "X-Mailjet-TrackClick",
+];
 
 fn is_field_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
@@ -9,7 +33,7 @@ fn is_field_name(name: &str) -> bool {
 
 /// Does `name` (or, for `Prefix-*`, any name with that prefix) hit a
 /// protected field?
-pub(super) fn protected(name: &str) -> Option<&'static str> {
+fn protected(name: &str) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
     PROTECTED.iter().copied().find(|p| {
         let p = p.to_ascii_lowercase();
@@ -201,18 +225,6 @@ pub fn check(
     Ok(())
 }
 
-impl Match {
-    pub(super) fn is_empty(&self) -> bool {
-        self.account.is_none()
-            && self.header.is_empty()
-            && self.sender.is_none()
-            && self.recipient_domain.is_none()
-            && self.min_size.is_none()
-            && self.max_size.is_none()
-            && self.has_attachments.is_none()
-    }
-}
-
 fn check_match(m: &Match) -> Result<(), (String, String)> {
     let nonempty = |list: &List, key: &str| -> Result<(), (String, String)> {
         if list.0.is_empty() {
@@ -265,4 +277,144 @@ fn check_match(m: &Match) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::config::rules::RejectReply;
+
+    fn config(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rules.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reject_replies() {
+        let ok = RejectReply::parse("451 4.7.1 Try again later").expect("ok");
+        assert_eq!(
+            (ok.code, ok.esc, ok.text.as_str()),
+            (451, [4, 7, 1], "Try again later")
+        );
+        for bad in [
+            "250 2.0.0 fine",
+            "550 4.7.1 mixed",
+            "550 5.7 short",
+            "550 Refused",
+            "550 5.7.1",
+            "55 5.7.1 x",
+            "550 5.7.1 Gr\u{fc}\u{df}e",
+        ] {
+            assert!(RejectReply::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases = [
+            (
+                "[[rule]]\nname = \"a\"\naction = \"reject\"\nreject_reply = \"550 Refused\"\n",
+                "rule[0].reject_reply",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.account = \"x\"\n[[rule]]\nname = \"b\"\nreject_reply = \"550 5.7.1 x\"\n",
+                "rule[1].reject_reply",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.recipient_domain = [\"sch*le.example\"]\n",
+                "rule[0].match.recipient_domain[0]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.recipient_domain = \"*.*.example\"\n",
+                "rule[0].match.recipient_domain[0]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.sender = \"a*@x.example\"\n",
+                "rule[0].match.sender[0]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.sender = \"*@*\"\n",
+                "rule[0].match.sender[0]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.acount = \"x\"\n",
+                "rule[0].match",
+            ),
+            ("[[rule]]\nname = \"a\"\npii = \"loud\"\n", "rule[0].pii"),
+            (
+                "[[rule]]\nname = \"a\"\nmax_expiry = \"soon\"\n",
+                "rule[0].max_expiry",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.min_size = \"2MB\"\nmatch.max_size = \"1MB\"\n",
+                "rule[0].match.max_size",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.account = []\n",
+                "rule[0].match.account",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.account = 3\n",
+                "rule[0].match.account",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nadd_headers = { \"X-A\" = \"b\\r\\nBcc: x@y\" }\n",
+                "rule[0].add_headers.X-A",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nadd_headers = { \"Bcc\" = \"x@y\" }\n",
+                "rule[0].add_headers.Bcc",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nremove_headers = [\"Content-Type\"]\n",
+                "rule[0].remove_headers[0]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nremove_headers = [\"X-Bad Name\"]\n",
+                "rule[0].remove_headers[0]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmax_recipients = 0\n",
+                "rule[0].max_recipients",
+            ),
+            ("[[rule]]\nname = \"a b\"\n", "rule[0].name"),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.account = \"x\"\n[[rule]]\nname = \"A\"\n",
+                "rule[1].name",
+            ),
+            (
+                "[[rule]]\nname = \"all\"\n[[rule]]\nname = \"b\"\n",
+                "rule[1]",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nmatch.header.\"X-VIA-Category\" = \"lo*\"\n",
+                "rule[0].match.header.X-VIA-Category",
+            ),
+            (
+                "[attachments]\nmode = \"keep\"\n[[rule]]\nname = \"a\"\nattachments = \"link\"\n",
+                "rule[0].attachments",
+            ),
+            (
+                "[categories]\ndisabled = [\"a\"]\npaused = [\"A\"]\n",
+                "categories.paused",
+            ),
+            ("[categories]\nenabled = [\"a\"]\n", "categories"),
+        ];
+        for (text, key) in cases {
+            let err = config(text).expect_err(text);
+            assert!(
+                err.contains(&format!("{key}:")) || err.contains(&format!("{key}.")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn protected_fields() {
+        assert!(protected("content-*").is_some() && protected("X-Mailjet-*").is_some());
+        assert!(protected("X-Mailer").is_none());
+    }
 }
