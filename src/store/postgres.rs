@@ -19,7 +19,7 @@
 //!
 //! # Durability
 //!
-//! Every write is one transaction; [`Store::enqueue`] returns after its
+//! Every write is one transaction; [`QueueStore::enqueue`] returns after its
 //! `COMMIT` (message row, recipients, content, links, companions and limit
 //! counters together), so a `250` means the message is in the database's
 //! WAL. Each connection is opened with `synchronous_commit=on`, whatever
@@ -42,7 +42,7 @@
 //! # The lease contract
 //!
 //! Each store handle has an instance id (host name, process id and a random
-//! part). [`Store::due`] claims the rows it returns in one statement: an
+//! part). [`QueueStore::due`] claims the rows it returns in one statement: an
 //! `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` that sets
 //! `lease_owner` to the instance and `lease_until` to the database's
 //! `now() + lease_time`, for queued, due rows whose lease is null, expired,
@@ -61,7 +61,7 @@
 //! that message's SMTP transaction, and the lease keeps other instances
 //! off it until the attempt is recorded.
 //!
-//! [`Store::record_attempt`] refuses ([`StoreError::Conflict`]) when the
+//! [`QueueStore::record_attempt`] refuses ([`StoreError::Conflict`]) when the
 //! lease is another instance's (it was taken over after expiring) or when
 //! the attempt count moved (the other instance already recorded): the
 //! same attempt is never recorded twice. Delivery is at least once, as
@@ -105,8 +105,9 @@ use super::suppression::{
     Suppression,
 };
 use super::{
-    AttemptUpdate, BoxFuture, DownloadNotice, Erased, LinkRecord, MessageInfo, MessageState,
-    NewMessage, QueueId, QueueStats, Store, StoreError, SubjectRecords, now_ms,
+    AttemptUpdate, BoxFuture, DownloadNotice, Erased, LimitStore, LinkRecord, LinkStore, LogStore,
+    MessageInfo, MessageState, NewMessage, QueueId, QueueStats, QueueStore, StoreError,
+    SubjectRecords, SuppressionStore, now_ms,
 };
 
 /// A pooled connection's transaction; statements are prepared once per
@@ -501,7 +502,7 @@ async fn renew_leases(pool: Pool, instance: String, lease_secs: f64, leases: Arc
     }
 }
 
-impl Store for PostgresStore {
+impl QueueStore for PostgresStore {
     fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
         Box::pin(async move {
             let mut client = self.pool.get().await?;
@@ -729,7 +730,9 @@ impl Store for PostgresStore {
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
         Box::pin(async move { in_tx!(self.pool, |tx| queue::stats(&tx).await?) })
     }
+}
 
+impl LinkStore for PostgresStore {
     fn link_by_token(
         &self,
         token_hash: &str,
@@ -805,7 +808,9 @@ impl Store for PostgresStore {
     fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move { in_tx!(self.pool, |tx| links::purge_guesses(&tx, now_ms).await?) })
     }
+}
 
+impl LogStore for PostgresStore {
     fn set_clear_recipients(&self, clear: bool) {
         self.clear_recipients.store(clear, Ordering::Relaxed);
     }
@@ -840,7 +845,9 @@ impl Store for PostgresStore {
             Ok(erased)
         })
     }
+}
 
+impl SuppressionStore for PostgresStore {
     fn suppress(
         &self,
         entry: Suppression,
@@ -944,7 +951,9 @@ impl Store for PostgresStore {
             })
         })
     }
+}
 
+impl LimitStore for PostgresStore {
     fn counters(
         &self,
         keys: Vec<String>,

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use super::{
     AttemptUpdate, BoxFuture, DownloadNotice, LinkRecord, MessageInfo, MessageState, NewMessage,
-    QueueId, QueueStats, RecipientInfo, RecipientState, Store, StoreError, now_ms,
+    QueueId, QueueStats, RecipientInfo, RecipientState, StoreError, now_ms,
 };
 
 mod limits;
@@ -33,7 +33,9 @@ mod log;
 mod suppression;
 
 use super::pseudonym::Pseudonymizer;
-use super::{Erased, SubjectRecords};
+use super::{
+    Erased, LimitStore, LinkStore, LogStore, QueueStore, SubjectRecords, SuppressionStore,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Upper bound of jobs per transaction: keeps one batch's latency bounded.
@@ -658,7 +660,7 @@ fn apply_attempt(
     Ok(new_state)
 }
 
-impl Store for SqliteStore {
+impl QueueStore for SqliteStore {
     fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
         self.write(move |conn| insert_message(conn, &msg))
     }
@@ -826,7 +828,9 @@ impl Store for SqliteStore {
             Ok(stats)
         })
     }
+}
 
+impl LinkStore for SqliteStore {
     fn link_by_token(
         &self,
         token_hash: &str,
@@ -890,7 +894,9 @@ impl Store for SqliteStore {
     fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
         self.write(move |conn| links::purge_guesses(conn, now_ms))
     }
+}
 
+impl LogStore for SqliteStore {
     fn set_clear_recipients(&self, clear: bool) {
         self.clear_recipients.store(clear, Ordering::Relaxed);
     }
@@ -914,7 +920,9 @@ impl Store for SqliteStore {
         let pseudonym = self.pseudonyms.of(&address);
         self.write(move |conn| log::erase(conn, &address, &pseudonym))
     }
+}
 
+impl SuppressionStore for SqliteStore {
     fn suppress(
         &self,
         entry: super::suppression::Suppression,
@@ -996,7 +1004,9 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<super::suppression::EventSilence, StoreError>> {
         self.read(move |conn| liveness::silence(conn, no_event_since_ms))
     }
+}
 
+impl LimitStore for SqliteStore {
     fn counters(
         &self,
         keys: Vec<String>,

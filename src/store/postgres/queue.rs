@@ -385,7 +385,7 @@ pub(super) async fn stats(tx: &Tx<'_>) -> Result<QueueStats, StoreError> {
     Ok(stats)
 }
 
-/// Records one attempt (see [`crate::store::Store::record_attempt`]) and,
+/// Records one attempt (see [`crate::store::QueueStore::record_attempt`]) and,
 /// when nothing is pending, finalises the message: content deleted,
 /// recipients pseudonymised, lease gone.
 pub(super) async fn apply_attempt(
