@@ -2,11 +2,15 @@
 //! pseudonymisation when a message becomes final, retention, and the data
 //! subject's records (`gdpr export` / `gdpr erase`).
 
+use std::sync::atomic::Ordering;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::{
-    Erased, LinkRecord, StoreError, SubjectAttempt, SubjectDownload, SubjectMessage, SubjectRecords,
+    BoxFuture, Erased, LinkRecord, LogStore, StoreError, SubjectAttempt, SubjectDownload,
+    SubjectMessage, SubjectRecords,
 };
 
 pub(super) const SCHEMA: &str = "
@@ -311,4 +315,30 @@ pub(super) fn erase(
         }
     }
     Ok(erased)
+}
+
+impl LogStore for SqliteStore {
+    fn set_clear_recipients(&self, clear: bool) {
+        self.clear_recipients.store(clear, Ordering::Relaxed);
+    }
+
+    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| purge(conn, before_ms))
+    }
+
+    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.read(oldest)
+    }
+
+    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.read(move |conn| subject(conn, &address, &pseudonym))
+    }
+
+    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.write(move |conn| erase(conn, &address, &pseudonym))
+    }
 }
