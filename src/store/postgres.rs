@@ -81,15 +81,33 @@
 //! MAIL/RCPT reads the counters before the message commits, as in the
 //! embedded store: sessions submitting at the same moment, on any number of
 //! instances, may together pass a limit by at most their number.
+//!
+//! [`QueueStore::enqueue`]: crate::store::QueueStore::enqueue
+//! [`QueueStore::due`]: crate::store::QueueStore::due
+//! [`QueueStore::record_attempt`]: crate::store::QueueStore::record_attempt
 
+/// Runs `$body` (an expression using the transaction `$tx`) in one
+/// transaction on a pooled connection and commits it. An error leaves the
+/// transaction to be rolled back when it is dropped.
+macro_rules! in_tx {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $pool.get().await?;
+        let $tx = client.transaction().await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok::<_, StoreError>(out)
+    }};
+}
+
+mod lease;
 mod limits;
 mod links;
 mod liveness;
 mod log;
+mod messages;
 mod queue;
 mod suppression;
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -99,16 +117,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::{Host, SslMode};
 
+use super::StoreError;
 use super::pseudonym::Pseudonymizer;
-use super::suppression::{
-    ErasedSuppression, EventOutcome, NewRelayEvent, SubjectSuppression, SuppressOutcome,
-    Suppression,
-};
-use super::{
-    AttemptUpdate, BoxFuture, DownloadNotice, Erased, LimitStore, LinkRecord, LinkStore, LogStore,
-    MessageInfo, MessageState, NewMessage, QueueId, QueueStats, QueueStore, StoreError,
-    SubjectRecords, SuppressionStore, now_ms,
-};
 
 /// A pooled connection's transaction; statements are prepared once per
 /// connection (deadpool's statement cache).
@@ -118,12 +128,12 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 pub(crate) const PSEUDONYM_KEY: &str = "log_pseudonym_key";
 const PSEUDONYM_KEY_LEN: usize = 32;
 
-/// Taken around migrations so instances starting together apply them once
-/// (any constant unique to this application; "schleuse" in ASCII).
 /// Per connection: commits reach disk before `250`; no statement or idle
 /// transaction holds rows (and leases) for more than a minute.
 const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c statement_timeout=60000 \
      -c idle_in_transaction_session_timeout=60000";
+/// Taken around migrations so instances starting together apply them once
+/// (any constant unique to this application; "schleuse" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7363_686c_6575_7365;
 
 mod embedded {
@@ -253,7 +263,7 @@ pub struct PostgresStore {
     clear_recipients: AtomicBool,
     /// The messages this instance leased and has not given back: what the
     /// renewal task renews.
-    leases: Arc<Mutex<Leases>>,
+    leases: Arc<Mutex<lease::Leases>>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -315,8 +325,8 @@ impl PostgresStore {
         check_durability(&pool).await?;
         let instance = options.instance.clone().unwrap_or_else(instance_id);
         let lease_secs = options.lease_time.as_secs_f64().max(0.001);
-        let leases = Arc::new(Mutex::new(Leases::default()));
-        let renewal = tokio::spawn(renew_leases(
+        let leases = Arc::new(Mutex::new(lease::Leases::default()));
+        let renewal = tokio::spawn(lease::renew_leases(
             pool.clone(),
             instance.clone(),
             lease_secs,
@@ -348,7 +358,7 @@ impl PostgresStore {
         (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone())
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, lease::Leases> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -356,35 +366,6 @@ impl PostgresStore {
     fn forget_lease(&self, id: &str) {
         self.leases().held.remove(id);
     }
-}
-
-/// The leases to renew, each with the generation it was (re)taken in: the
-/// renewal task drops only what it saw itself, so a lease given back and
-/// taken again while a renewal round runs is not lost with the old one.
-#[derive(Default)]
-struct Leases {
-    held: HashMap<QueueId, u64>,
-    next: u64,
-}
-
-impl Leases {
-    fn take(&mut self, id: QueueId) {
-        self.next += 1;
-        self.held.insert(id, self.next);
-    }
-}
-
-/// Runs `$body` (an expression using the transaction `$tx`) in one
-/// transaction on a pooled connection and commits it. An error leaves the
-/// transaction to be rolled back when it is dropped.
-macro_rules! in_tx {
-    ($pool:expr, |$tx:ident| $body:expr) => {{
-        let mut client = $pool.get().await?;
-        let $tx = client.transaction().await?;
-        let out = $body;
-        $tx.commit().await?;
-        Ok::<_, StoreError>(out)
-    }};
 }
 
 async fn migrate(pool: &Pool) -> Result<(), StoreError> {
@@ -464,537 +445,6 @@ fn instance_id() -> String {
         .unwrap_or_else(|| "unknown-host".into());
     let random: u32 = rand::random();
     format!("{host}/{}/{random:08x}", std::process::id())
-}
-
-/// Renews this instance's leases every `lease_time / 3` until aborted.
-async fn renew_leases(pool: Pool, instance: String, lease_secs: f64, leases: Arc<Mutex<Leases>>) {
-    let period = Duration::from_secs_f64(lease_secs / 3.0);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let seen: HashMap<QueueId, u64> = leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .held
-            .clone();
-        if seen.is_empty() {
-            continue;
-        }
-        let ids: Vec<QueueId> = seen.keys().cloned().collect();
-        match queue::renew(&pool, &instance, lease_secs, &ids).await {
-            Ok(renewed) => {
-                // What was not renewed is final, deleted or someone else's
-                // now: stop trying, unless it was taken again meanwhile.
-                let renewed: HashSet<QueueId> = renewed.into_iter().collect();
-                leases
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .held
-                    .retain(|id, generation| {
-                        renewed.contains(id) || seen.get(id) != Some(generation)
-                    });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, leases = ids.len(), "store: cannot renew leases");
-            }
-        }
-    }
-}
-
-impl QueueStore for PostgresStore {
-    fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
-        Box::pin(async move {
-            let mut client = self.pool.get().await?;
-            let tx = client.transaction().await?;
-            let id = queue::insert(&tx, &msg).await?;
-            match tx.commit().await {
-                Ok(()) => Ok(id),
-                // The connection broke during COMMIT: the server may have
-                // committed. Answering 451 then would make the client send
-                // it again, and the caller would delete the documents of a
-                // message that is queued; ask on another connection.
-                Err(e) => match queue::exists(&self.pool, &id).await {
-                    Ok(true) => {
-                        tracing::warn!(queue_id = %id, error = %e, "store: COMMIT reported an error but the message is stored");
-                        Ok(id)
-                    }
-                    Ok(false) => Err(e.into()),
-                    Err(check) => {
-                        tracing::error!(queue_id = %id, error = %e, check = %check, "store: outcome of COMMIT unknown");
-                        Err(e.into())
-                    }
-                },
-            }
-        })
-    }
-
-    fn confirm_lease(&self, id: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let mine = queue::confirm(&self.pool, &self.instance, self.lease_secs, &id).await?;
-            if !mine {
-                self.forget_lease(&id);
-            }
-            Ok(mine)
-        })
-    }
-
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.renewal.abort();
-            let n = queue::release_all(&self.pool, &self.instance).await?;
-            self.leases().held.clear();
-            if n > 0 {
-                tracing::info!(leases = n, "store: leases given back for other instances");
-            }
-            Ok(())
-        })
-    }
-
-    fn due(
-        &self,
-        now_ms: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
-        Box::pin(async move {
-            let due: Vec<MessageInfo> = in_tx!(self.pool, |tx| {
-                queue::lease_due(&tx, now_ms, limit, &self.instance, self.lease_secs).await?
-            })?;
-            let mut leases = self.leases();
-            for m in &due {
-                leases.take(m.id.clone());
-            }
-            drop(leases);
-            Ok(due)
-        })
-    }
-
-    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
-        Box::pin(async move {
-            let client = self.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT min(next_attempt) FROM messages WHERE state = 'queued'")
-                .await?;
-            Ok(client.query_one(&st, &[]).await?.try_get(0)?)
-        })
-    }
-
-    fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let client = self.pool.get().await?;
-            let st = client
-                .prepare_cached(
-                    "SELECT c.data FROM contents c JOIN messages m ON m.seq = c.message_seq
-                     WHERE m.id = $1",
-                )
-                .await?;
-            match client.query_opt(&st, &[&id]).await? {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn record_attempt(
-        &self,
-        id: &str,
-        update: AttemptUpdate,
-    ) -> BoxFuture<'_, Result<MessageState, StoreError>> {
-        let id = id.to_owned();
-        let pseudonyms = self.pseudonyms_if_hidden();
-        Box::pin(async move {
-            let result = async {
-                in_tx!(self.pool, |tx| {
-                    queue::apply_attempt(&tx, &id, &update, &self.instance, pseudonyms.as_ref())
-                        .await?
-                })
-            }
-            .await;
-            // Recorded or refused, this instance is done with the attempt;
-            // a deferred message gets a new lease from the next due().
-            if !matches!(result, Err(StoreError::Postgres(_))) {
-                self.forget_lease(&id);
-            }
-            result
-        })
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::list_open(&tx).await?) })
-    }
-
-    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::get(&tx, &id).await?) })
-    }
-
-    fn hold(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                queue::set_state(&tx, &id, MessageState::Queued, MessageState::Held).await?
-            })
-        })
-    }
-
-    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                queue::set_state(&tx, &id, MessageState::Held, MessageState::Queued).await?
-            })
-        })
-    }
-
-    fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                queue::set_state(&tx, &id, MessageState::Queued, MessageState::Queued).await?
-            })
-        })
-    }
-
-    fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let result = async {
-                in_tx!(self.pool, |tx| {
-                    queue::delete(&tx, &id).await?;
-                    // Its documents were never sent: their links go with it
-                    // (the purge deletes the files of links no longer active).
-                    links::revoke_for_message(&tx, &id).await?;
-                })
-            }
-            .await;
-            if result.is_ok() {
-                self.forget_lease(&id);
-            }
-            result
-        })
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                let n = tx
-                    .execute(
-                        "UPDATE messages SET next_attempt = $1 WHERE state = 'queued'",
-                        &[&now_ms()],
-                    )
-                    .await?;
-                usize::try_from(n).unwrap_or(usize::MAX)
-            })
-        })
-    }
-
-    fn postpone(
-        &self,
-        id: &str,
-        expected_attempts: u32,
-        until_ms: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let result = async {
-                in_tx!(self.pool, |tx| {
-                    queue::postpone(&tx, &id, expected_attempts, until_ms, &self.instance).await?
-                })
-            }
-            .await;
-            if result.is_ok() {
-                self.forget_lease(&id);
-            }
-            result
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        // A real commit, like an enqueue's: a read-only or full database,
-        // a lost connection or a stuck WAL flush all show.
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO ping (id, at) VALUES (1, $1)
-                         ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                    )
-                    .await?;
-                tx.execute(&st, &[&now_ms()]).await?;
-            })
-        })
-    }
-
-    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::stats(&tx).await?) })
-    }
-}
-
-impl LinkStore for PostgresStore {
-    fn link_by_token(
-        &self,
-        token_hash: &str,
-    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>> {
-        let hash = token_hash.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| links::by_token(&tx, &hash).await?) })
-    }
-
-    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::list(&tx, all).await?) })
-    }
-
-    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| links::revoke(&tx, &id).await?) })
-    }
-
-    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::expire(&tx, now_ms).await?) })
-    }
-
-    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::active_ids(&tx).await?) })
-    }
-
-    fn record_download(
-        &self,
-        link_id: &str,
-        outcome: &'static str,
-        ip: Option<String>,
-    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>> {
-        let id = link_id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                links::record_download(&tx, &id, outcome, ip.as_deref()).await?
-            })
-        })
-    }
-
-    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::purge(&tx, before_ms).await?) })
-    }
-
-    fn take_guess(
-        &self,
-        link_id: &str,
-        client: &str,
-        policy: super::guesses::GuessPolicy,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>> {
-        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                links::take_guess(&tx, &keys, &policy, now_ms).await?
-            })
-        })
-    }
-
-    fn give_back_guess(
-        &self,
-        link_id: &str,
-        client: &str,
-        policy: super::guesses::GuessPolicy,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                links::give_back_guess(&tx, &keys, &policy).await?
-            })
-        })
-    }
-
-    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::purge_guesses(&tx, now_ms).await?) })
-    }
-}
-
-impl LogStore for PostgresStore {
-    fn set_clear_recipients(&self, clear: bool) {
-        self.clear_recipients.store(clear, Ordering::Relaxed);
-    }
-
-    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| log::purge(&tx, before_ms).await?) })
-    }
-
-    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| log::oldest(&tx).await?) })
-    }
-
-    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| log::subject(&tx, &address, &pseudonym)
-                .await?)
-        })
-    }
-
-    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            let erased: Erased = in_tx!(self.pool, |tx| {
-                log::erase(&tx, &address, &pseudonym).await?
-            })?;
-            for id in &erased.queued_deleted {
-                self.forget_lease(id);
-            }
-            Ok(erased)
-        })
-    }
-}
-
-impl SuppressionStore for PostgresStore {
-    fn suppress(
-        &self,
-        entry: Suppression,
-        replace: bool,
-    ) -> BoxFuture<'_, Result<SuppressOutcome, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::upsert(&tx, &entry, replace, now_ms()).await?
-            })
-        })
-    }
-
-    fn suppressed(
-        &self,
-        address: &str,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Option<Suppression>, StoreError>> {
-        let address = address.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| suppression::lookup(&tx, &address, now_ms)
-                .await?)
-        })
-    }
-
-    fn suppressions(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Suppression>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| suppression::list(&tx, now_ms).await?) })
-    }
-
-    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let address = address.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| suppression::remove(&tx, &address).await?) })
-    }
-
-    fn record_relay_event(
-        &self,
-        event: NewRelayEvent,
-        suppress: Option<Suppression>,
-    ) -> BoxFuture<'_, Result<EventOutcome, StoreError>> {
-        let pseudonyms = self.pseudonyms_if_hidden();
-        let pseudonym = self.pseudonyms.of(&event.recipient);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::record_event(
-                    &tx,
-                    &event,
-                    suppress.as_ref(),
-                    pseudonyms.as_ref(),
-                    &pseudonym,
-                    now_ms(),
-                )
-                .await?
-            })
-        })
-    }
-
-    fn purge_suppressions(
-        &self,
-        now_ms: i64,
-        events_before_ms: i64,
-    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::purge(&tx, now_ms, events_before_ms).await?
-            })
-        })
-    }
-
-    fn suppression_subject(
-        &self,
-        address: &str,
-    ) -> BoxFuture<'_, Result<SubjectSuppression, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::subject(&tx, &address, &pseudonym).await?
-            })
-        })
-    }
-
-    fn erase_suppression_subject(
-        &self,
-        address: &str,
-    ) -> BoxFuture<'_, Result<ErasedSuppression, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::erase(&tx, &address, &pseudonym).await?
-            })
-        })
-    }
-
-    fn event_silence(
-        &self,
-        no_event_since_ms: i64,
-    ) -> BoxFuture<'_, Result<super::suppression::EventSilence, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                liveness::silence(&tx, no_event_since_ms).await?
-            })
-        })
-    }
-}
-
-impl LimitStore for PostgresStore {
-    fn counters(
-        &self,
-        keys: Vec<String>,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::get(&tx, &keys, now_ms).await?) })
-    }
-
-    fn ban(&self, ban: super::limits::Ban) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::ban(&tx, &ban).await?) })
-    }
-
-    fn banned(
-        &self,
-        ip: &str,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Option<super::limits::Ban>, StoreError>> {
-        let ip = ip.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::banned(&tx, &ip, now_ms).await?) })
-    }
-
-    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<super::limits::Ban>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::list(&tx, now_ms).await?) })
-    }
-
-    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let ip = ip.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::unban(&tx, &ip).await?) })
-    }
-
-    fn purge_limits(
-        &self,
-        now_ms: i64,
-        keep_hourly_ms: i64,
-    ) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                limits::purge(&tx, now_ms, keep_hourly_ms).await?
-            })
-        })
-    }
 }
 
 #[cfg(test)]

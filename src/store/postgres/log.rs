@@ -3,10 +3,13 @@
 //! subject's records (`gdpr export` / `gdpr erase`). Same rules as the
 //! embedded store's `sqlite/log.rs`.
 
-use super::Tx;
+use std::sync::atomic::Ordering;
+
+use super::{PostgresStore, Tx};
 use crate::store::pseudonym::{PREFIX, Pseudonymizer};
 use crate::store::{
-    Erased, LinkState, StoreError, SubjectAttempt, SubjectDownload, SubjectMessage, SubjectRecords,
+    BoxFuture, Erased, LinkState, LogStore, StoreError, SubjectAttempt, SubjectDownload,
+    SubjectMessage, SubjectRecords,
 };
 
 fn i32_of(n: usize) -> i32 {
@@ -320,4 +323,37 @@ pub(super) async fn erase(
         }
     }
     Ok(erased)
+}
+
+impl LogStore for PostgresStore {
+    fn set_clear_recipients(&self, clear: bool) {
+        self.clear_recipients.store(clear, Ordering::Relaxed);
+    }
+
+    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| purge(&tx, before_ms).await?) })
+    }
+
+    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| oldest(&tx).await?) })
+    }
+
+    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move { in_tx!(self.pool, |tx| subject(&tx, &address, &pseudonym).await?) })
+    }
+
+    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            let erased: Erased =
+                in_tx!(self.pool, |tx| { erase(&tx, &address, &pseudonym).await? })?;
+            for id in &erased.queued_deleted {
+                self.forget_lease(id);
+            }
+            Ok(erased)
+        })
+    }
 }
