@@ -112,6 +112,33 @@ pub enum SuppressOutcome {
     Kept,
 }
 
+/// What writing `entry` over the address's current entry `old` does at
+/// `now`: an automatic entry never shortens an active one (a permanent
+/// admin entry stays permanent); `replace` (an admin's explicit add) always
+/// writes. [`SuppressOutcome::Kept`]: nothing is to be written.
+pub fn upsert_outcome(
+    old: Option<&Suppression>,
+    entry: &Suppression,
+    replace: bool,
+    now: i64,
+) -> SuppressOutcome {
+    match old {
+        Some(old) if old.active_at(now) => {
+            let longer = match (old.expires_at, entry.expires_at) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(a), Some(b)) => b > a,
+            };
+            if replace || longer {
+                SuppressOutcome::Renewed
+            } else {
+                SuppressOutcome::Kept
+            }
+        }
+        _ => SuppressOutcome::Added,
+    }
+}
+
 /// One delivery event reported by the relay, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewRelayEvent {
@@ -280,4 +307,46 @@ pub trait SuppressionStore {
         &self,
         no_event_since_ms: i64,
     ) -> BoxFuture<'_, Result<EventSilence, StoreError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expires_at: Option<i64>) -> Suppression {
+        Suppression {
+            address: "eltern@example.org".into(),
+            source: SuppressionSource::Upstream,
+            reason: "upstream 550 5.1.1".into(),
+            detail: None,
+            created_at: 1000,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_active_entry_is_never_shortened_unless_replaced() {
+        use SuppressOutcome::{Added, Kept, Renewed};
+        let until_5000 = entry(Some(5000));
+        let permanent = entry(None);
+        let cases = [
+            (None, Some(3000), false, Added),
+            (Some(&until_5000), Some(3000), false, Kept),
+            (Some(&until_5000), Some(6000), false, Renewed),
+            (Some(&until_5000), None, false, Renewed),
+            (Some(&until_5000), Some(3000), true, Renewed),
+            (Some(&permanent), Some(9000), false, Kept),
+            (Some(&permanent), None, false, Kept),
+            (Some(&permanent), Some(9000), true, Renewed),
+        ];
+        for (old, expires_at, replace, want) in cases {
+            let got = upsert_outcome(old, &entry(expires_at), replace, 1000);
+            assert_eq!(got, want, "{old:?} {expires_at:?} {replace}");
+        }
+        assert_eq!(
+            upsert_outcome(Some(&until_5000), &entry(Some(3000)), false, 5000),
+            Added,
+            "an expired entry is replaced"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use crate::store::pseudonym::Pseudonymizer;
 use crate::store::suppression::{
     ErasedSuppression, EventOutcome, EventSilence, NewRelayEvent, RecipientEffect, RelayEvent,
     SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, SuppressionStore,
-    normalise,
+    normalise, upsert_outcome,
 };
 use crate::store::{BoxFuture, MessageState, RecipientState, StoreError, now_ms};
 
@@ -91,21 +91,11 @@ pub(super) async fn upsert(
     if tx.execute(&st, &params).await? == 1 {
         return Ok(SuppressOutcome::Added);
     }
-    let outcome = match get(tx, &address, true).await? {
-        Some(old) if old.active_at(now) => {
-            let longer = match (old.expires_at, entry.expires_at) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(a), Some(b)) => b > a,
-            };
-            if replace || longer {
-                SuppressOutcome::Renewed
-            } else {
-                return Ok(SuppressOutcome::Kept);
-            }
-        }
-        _ => SuppressOutcome::Added,
-    };
+    let old = get(tx, &address, true).await?;
+    let outcome = upsert_outcome(old.as_ref(), entry, replace, now);
+    if outcome == SuppressOutcome::Kept {
+        return Ok(outcome);
+    }
     let st = tx
         .prepare_cached(&format!(
             "INSERT INTO suppressions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)

@@ -10,7 +10,7 @@ use crate::store::pseudonym::Pseudonymizer;
 use crate::store::suppression::{
     ErasedSuppression, EventOutcome, EventSilence, NewRelayEvent, RecipientEffect, RelayEvent,
     SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, SuppressionStore,
-    normalise,
+    normalise, upsert_outcome,
 };
 use crate::store::{BoxFuture, MessageState, RecipientState, StoreError, now_ms};
 
@@ -93,21 +93,10 @@ pub(super) fn upsert(
     now: i64,
 ) -> Result<SuppressOutcome, StoreError> {
     let address = normalise(&entry.address);
-    let outcome = match get(conn, &address)? {
-        Some(old) if old.active_at(now) => {
-            let longer = match (old.expires_at, entry.expires_at) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(a), Some(b)) => b > a,
-            };
-            if replace || longer {
-                SuppressOutcome::Renewed
-            } else {
-                return Ok(SuppressOutcome::Kept);
-            }
-        }
-        _ => SuppressOutcome::Added,
-    };
+    let outcome = upsert_outcome(get(conn, &address)?.as_ref(), entry, replace, now);
+    if outcome == SuppressOutcome::Kept {
+        return Ok(outcome);
+    }
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO suppressions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
     ))?
