@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::links::LinkRecord;
+use super::links::{LinkRecord, LinkState};
 use super::queue::QueueId;
 use super::{BoxFuture, StoreError};
 
@@ -70,6 +70,52 @@ pub struct Erased {
     pub downloads: usize,
 }
 
+/// What is left to do with a message once the data subject's recipient
+/// entry on it is gone (`gdpr erase`); see [`Erased::recipient_deleted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterErase {
+    /// Nobody else was on it: the message goes.
+    DeleteMessage,
+    /// Kept for the others: the address (or its pseudonym) may still be
+    /// quoted in upstream replies, and is replaced there.
+    ScrubMessage,
+}
+
+impl Erased {
+    /// A link of a message to the subject was deleted, with `downloads`
+    /// download-log entries: an active one counts as revoked (the caller
+    /// deletes its document).
+    pub fn link_deleted(&mut self, link: &LinkRecord, downloads: usize) {
+        if link.state == LinkState::Active {
+            self.links_revoked.push(link.id.clone());
+        }
+        self.downloads += downloads;
+    }
+
+    /// The subject's recipient entry on message `id` (in `state`) was
+    /// deleted, and `others_left` says whether other recipients remain:
+    /// counts what went or stays, and says what becomes of the message.
+    pub fn recipient_deleted(&mut self, id: QueueId, state: &str, others_left: bool) -> AfterErase {
+        self.recipients += 1;
+        let queued = state == "queued" || state == "held";
+        if others_left {
+            if queued {
+                // Still due to others; its header block still names this
+                // address, which the caller reports.
+                self.queued_kept.push(id);
+            }
+            AfterErase::ScrubMessage
+        } else {
+            if queued {
+                self.queued_deleted.push(id);
+            } else {
+                self.log_entries += 1;
+            }
+            AfterErase::DeleteMessage
+        }
+    }
+}
+
 /// The delivery log (SPEC §7 data minimisation).
 pub trait LogStore {
     /// `true` keeps recipients in clear in the log (`log_recipients =
@@ -88,4 +134,53 @@ pub trait LogStore {
 
     /// Deletes everything held about an address (`gdpr erase`).
     fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(id: &str, state: LinkState) -> LinkRecord {
+        LinkRecord {
+            id: id.into(),
+            message_id: "m".into(),
+            account: "via".into(),
+            file_name: String::new(),
+            content_type: String::new(),
+            size: 0,
+            created_at: 0,
+            expires_at: 0,
+            protected: false,
+            downloads: 0,
+            first_download_at: None,
+            state,
+            salt: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn erase_counts_what_went_and_what_stays() {
+        let mut e = Erased::default();
+        e.link_deleted(&link("a", LinkState::Active), 2);
+        e.link_deleted(&link("b", LinkState::Expired), 1);
+        assert_eq!(
+            (e.links_revoked.clone(), e.downloads),
+            (vec!["a".into()], 3)
+        );
+        let fates = [
+            e.recipient_deleted("q1".into(), "queued", false),
+            e.recipient_deleted("h1".into(), "held", true),
+            e.recipient_deleted("d1".into(), "delivered", false),
+            e.recipient_deleted("b1".into(), "bounced", true),
+        ];
+        use AfterErase::{DeleteMessage, ScrubMessage};
+        assert_eq!(
+            fates,
+            [DeleteMessage, ScrubMessage, DeleteMessage, ScrubMessage]
+        );
+        assert_eq!(e.recipients, 4);
+        assert_eq!(e.queued_deleted, ["q1"]);
+        assert_eq!(e.queued_kept, ["h1"]);
+        assert_eq!(e.log_entries, 1);
+    }
 }

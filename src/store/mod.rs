@@ -37,7 +37,9 @@ pub mod suppression;
 
 pub use limits::LimitStore;
 pub use links::{DownloadNotice, LinkRecord, LinkState, LinkStore, NewLink};
-pub use log::{Erased, LogStore, SubjectAttempt, SubjectDownload, SubjectMessage, SubjectRecords};
+pub use log::{
+    AfterErase, Erased, LogStore, SubjectAttempt, SubjectDownload, SubjectMessage, SubjectRecords,
+};
 pub use queue::{
     AttemptUpdate, MessageInfo, MessageState, NewMessage, QueueId, QueueStats, QueueStore,
     RecipientInfo, RecipientState, dsn_to_column, dsn_to_of, new_queue_id,

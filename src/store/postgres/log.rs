@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::{PostgresStore, Tx};
 use crate::store::pseudonym::{PREFIX, Pseudonymizer};
 use crate::store::{
-    BoxFuture, Erased, LinkState, LogStore, StoreError, SubjectAttempt, SubjectDownload,
+    AfterErase, BoxFuture, Erased, LogStore, StoreError, SubjectAttempt, SubjectDownload,
     SubjectMessage, SubjectRecords,
 };
 
@@ -268,19 +268,15 @@ pub(super) async fn erase(
             &[&seq, &idx],
         )
         .await?;
-        erased.recipients += 1;
         // The documents of a message to this person are about them as
         // often as not: they go, for every recipient of that message.
         for link in super::links::of_message(tx, &id).await? {
-            if link.state == LinkState::Active {
-                erased.links_revoked.push(link.id.clone());
-            }
             let n = tx
                 .execute("DELETE FROM downloads WHERE link_id = $1", &[&link.id])
                 .await?;
-            erased.downloads += usize::try_from(n).unwrap_or(usize::MAX);
             tx.execute("DELETE FROM links WHERE id = $1", &[&link.id])
                 .await?;
+            erased.link_deleted(&link, usize::try_from(n).unwrap_or(usize::MAX));
         }
         let left: i64 = tx
             .query_one(
@@ -289,37 +285,27 @@ pub(super) async fn erase(
             )
             .await?
             .try_get(0)?;
-        let queued = state == "queued" || state == "held";
-        if left > 0 {
-            // Kept for the others: the address (or its pseudonym) may still
-            // be quoted in upstream replies.
-            for who in [stored.as_str(), address, pseudonym] {
-                tx.execute(
-                    "UPDATE messages SET last_error = replace(last_error, $2, '[erased]')
-                     WHERE seq = $1",
-                    &[&seq, &who],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE attempts SET reply = replace(reply, $2, '[erased]')
-                     WHERE message_seq = $1",
-                    &[&seq, &who],
-                )
-                .await?;
+        match erased.recipient_deleted(id, &state, left > 0) {
+            AfterErase::ScrubMessage => {
+                for who in [stored.as_str(), address, pseudonym] {
+                    tx.execute(
+                        "UPDATE messages SET last_error = replace(last_error, $2, '[erased]')
+                         WHERE seq = $1",
+                        &[&seq, &who],
+                    )
+                    .await?;
+                    tx.execute(
+                        "UPDATE attempts SET reply = replace(reply, $2, '[erased]')
+                         WHERE message_seq = $1",
+                        &[&seq, &who],
+                    )
+                    .await?;
+                }
             }
-        }
-        if left == 0 {
-            tx.execute("DELETE FROM messages WHERE seq = $1", &[&seq])
-                .await?;
-            if queued {
-                erased.queued_deleted.push(id);
-            } else {
-                erased.log_entries += 1;
+            AfterErase::DeleteMessage => {
+                tx.execute("DELETE FROM messages WHERE seq = $1", &[&seq])
+                    .await?;
             }
-        } else if queued {
-            // Still due to others; its header block still names this
-            // address, which the caller reports.
-            erased.queued_kept.push(id);
         }
     }
     Ok(erased)
