@@ -55,7 +55,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] sqlite::SqliteError),
     #[error("cannot create {path}: {cause}")]
     Io {
         path: std::path::PathBuf,
@@ -92,17 +92,12 @@ impl StoreError {
     pub fn is_out_of_space(&self) -> bool {
         match self {
             StoreError::NoSpace(_) => true,
-            StoreError::Db(e) => sqlite_out_of_space(e),
+            StoreError::Db(e) => e.is_out_of_space(),
             StoreError::Io { cause, .. } | StoreError::ContentRead(cause) => io_out_of_space(cause),
             StoreError::Postgres(e) => e.is_out_of_space(),
             _ => false,
         }
     }
-}
-
-/// `SQLITE_FULL`: the disk or the file-size limit is reached.
-pub fn sqlite_out_of_space(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
 }
 
 /// `ENOSPC` (no space) or `EDQUOT` (quota exceeded).

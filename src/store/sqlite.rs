@@ -112,6 +112,30 @@ where
     }
 }
 
+/// A SQLite failure ([`StoreError::Db`]). Opaque, so that no caller depends
+/// on rusqlite's types; it reads, causes and all, as rusqlite's error does.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SqliteError(rusqlite::Error);
+
+impl SqliteError {
+    /// `SQLITE_FULL`: the disk or the file-size limit is reached.
+    pub fn is_out_of_space(&self) -> bool {
+        out_of_space(&self.0)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(SqliteError(e))
+    }
+}
+
+/// `SQLITE_FULL`: the disk or the file-size limit is reached.
+fn out_of_space(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
 /// Why a batch failed, given to every job in it: the real cause ("database
 /// is locked", "database or disk is full"), never just "shut down".
 #[derive(Debug, Clone)]
@@ -123,7 +147,7 @@ struct BatchFailure {
 impl BatchFailure {
     fn of(e: &rusqlite::Error) -> BatchFailure {
         BatchFailure {
-            out_of_space: super::sqlite_out_of_space(e),
+            out_of_space: out_of_space(e),
             text: e.to_string(),
         }
     }
@@ -436,6 +460,20 @@ mod tests {
             held: false,
             ..NewMessage::default()
         }
+    }
+
+    #[test]
+    fn sqlite_errors_read_as_rusqlite_says_them() {
+        let full = || rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(13), None);
+        let text = full().to_string();
+        let e = StoreError::from(full());
+        assert_eq!(e.to_string(), format!("database: {text}"));
+        assert!(e.is_out_of_space());
+        let source = std::error::Error::source(&e).expect("the cause");
+        assert_eq!(source.to_string(), text);
+        let other = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert_eq!(other.to_string(), "database: Query returned no rows");
+        assert!(!other.is_out_of_space());
     }
 
     #[tokio::test]
