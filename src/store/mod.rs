@@ -146,7 +146,7 @@ pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>, Stor
             let url = config
                 .store
                 .url()
-                .map_err(|e| postgres::PgError::Url(e.to_string()))?;
+                .map_err(|e| postgres::PgError::url(e.to_string()))?;
             let store = postgres::PostgresStore::open(&postgres::PgOptions {
                 url,
                 pool_size: config.store.pool_size,

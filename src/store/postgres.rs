@@ -140,8 +140,15 @@ mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
+/// A PostgreSQL failure ([`StoreError::Postgres`]). Opaque, so that no
+/// caller depends on the driver's, the pool's or refinery's types; it reads,
+/// causes and all, as the failure inside does.
 #[derive(Debug, thiserror::Error)]
-pub enum PgError {
+#[error(transparent)]
+pub struct PgError(PgFailure);
+
+#[derive(Debug, thiserror::Error)]
+enum PgFailure {
     #[error("{}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("connection pool: {}", with_causes(.0))]
@@ -164,9 +171,14 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// `[store] url` cannot be used, for the reason given.
+    pub(crate) fn url(why: String) -> PgError {
+        PgError(PgFailure::Url(why))
+    }
+
     /// The server's `disk_full` (SQLSTATE 53100).
     pub fn is_out_of_space(&self) -> bool {
-        matches!(self, PgError::Db(e)
+        matches!(&self.0, PgFailure::Db(e)
             if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL))
     }
 }
@@ -188,15 +200,21 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+impl From<PgFailure> for StoreError {
+    fn from(e: PgFailure) -> Self {
+        StoreError::Postgres(PgError(e))
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(PgError::Db(e))
+        PgFailure::Db(e).into()
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Postgres(PgError::Pool(e))
+        PgFailure::Pool(e).into()
     }
 }
 
@@ -279,7 +297,7 @@ impl PostgresStore {
     /// Connects, applies pending migrations and loads the shared pseudonym
     /// key. Must run inside a Tokio runtime (it starts the lease renewal).
     pub async fn open(options: &PgOptions) -> Result<PostgresStore, StoreError> {
-        let mut pg = parse_url(&options.url).map_err(PgError::Url)?;
+        let mut pg = parse_url(&options.url).map_err(PgFailure::Url)?;
         let session = match pg.get_options() {
             Some(o) => format!("{o} {SESSION_SETTINGS}"),
             None => SESSION_SETTINGS.to_owned(),
@@ -303,7 +321,7 @@ impl PostgresStore {
         };
         let manager = if pg.get_ssl_mode() == SslMode::Require {
             let tls =
-                crate::tls::client_config(options.ca_file.as_deref()).map_err(PgError::Tls)?;
+                crate::tls::client_config(options.ca_file.as_deref()).map_err(PgFailure::Tls)?;
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
             Manager::from_config(pg, tls, manager_config)
         } else {
@@ -319,7 +337,7 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(15)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
-            .map_err(PgError::Build)?;
+            .map_err(PgFailure::Build)?;
         migrate(&pool).await?;
         let pseudonyms = pseudonym_key(&pool).await?;
         check_durability(&pool).await?;
@@ -378,7 +396,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let report = embedded::migrations::runner()
         .run_async(&mut **client)
         .await
-        .map_err(PgError::Migration);
+        .map_err(PgFailure::Migration);
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -392,7 +410,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 async fn pseudonym_key(pool: &Pool) -> Result<Pseudonymizer, StoreError> {
     let client = pool.get().await?;
     let mut key = [0u8; PSEUDONYM_KEY_LEN];
-    aws_lc_rs::rand::fill(&mut key).map_err(|_| PgError::Random)?;
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| PgFailure::Random)?;
     client
         .execute(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -407,7 +425,7 @@ async fn pseudonym_key(pool: &Pool) -> Result<Pseudonymizer, StoreError> {
         .await?;
     let stored: Vec<u8> = row.try_get(0)?;
     if stored.len() != PSEUDONYM_KEY_LEN {
-        return Err(PgError::BadKey(stored.len()).into());
+        return Err(PgFailure::BadKey(stored.len()).into());
     }
     Ok(Pseudonymizer::from_key(&stored))
 }
@@ -450,6 +468,19 @@ fn instance_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_read_as_before_they_were_wrapped() {
+        let url = StoreError::from(PgError::url("is empty".into()));
+        assert_eq!(url.to_string(), "PostgreSQL: store.url: is empty");
+        assert!(!url.is_out_of_space());
+        let key = StoreError::from(PgFailure::BadKey(3));
+        assert_eq!(
+            key.to_string(),
+            "PostgreSQL: the settings row log_pseudonym_key holds 3 bytes, expected 32; \
+             delete it only if you accept that older log entries can no longer be matched"
+        );
+    }
 
     #[test]
     fn plaintext_only_to_loopback_or_a_socket() {
