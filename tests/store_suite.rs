@@ -17,8 +17,8 @@ use schleuse::store::suppression::{
     EventSilence, NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource,
 };
 use schleuse::store::{
-    AttemptUpdate, LinkState, MessageState, NewLink, NewMessage, RecipientState, Store, StoreError,
-    new_queue_id, now_ms,
+    AttemptUpdate, LimitStore, LinkState, LogStore, MessageState, NewLink, NewMessage, QueueStore,
+    RecipientState, Store, StoreError, new_queue_id, now_ms,
 };
 
 /// A store under test and what keeps its data alive.

@@ -8,7 +8,7 @@
 //! rate); one recipient handed to the upstream takes one cell. Recipients
 //! that find no cell stay pending: when nothing of a message may go, its
 //! next attempt is put off until a cell is free without counting as an
-//! attempt ([`crate::store::Store::postpone`]); when part of it may go, the
+//! attempt ([`crate::store::QueueStore::postpone`]); when part of it may go, the
 //! rest is recorded as deferred and tried again at that time.
 //!
 //! The limiters live in memory, per instance: a restart hands out a full

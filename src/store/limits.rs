@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use super::{BoxFuture, StoreError};
+
 /// One fixed-window counter to add to, committed with its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
@@ -20,4 +22,36 @@ pub struct Ban {
     pub created_at: i64,
     pub until: i64,
     pub reason: String,
+}
+
+/// Limits and AUTH bans (SPEC §6); see `crate::limits`.
+pub trait LimitStore {
+    /// The counts of fixed-window counters, in the order of `keys` (0 for
+    /// none or an ended window).
+    fn counters(
+        &self,
+        keys: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>>;
+
+    /// Adds a ban (or lengthens an active one for the same IP).
+    fn ban(&self, ban: Ban) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The active ban of `ip`, if any.
+    fn banned(&self, ip: &str, now_ms: i64) -> BoxFuture<'_, Result<Option<Ban>, StoreError>>;
+
+    /// Active bans, longest-lasting first.
+    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Ban>, StoreError>>;
+
+    /// Lifts a ban; `false` if there was none.
+    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Deletes ended counter windows and bans; returns how many rows went.
+    /// Hourly message counters are kept `keep_hourly_ms` after their end
+    /// (the anomaly hold's baseline, `crate::anomaly`).
+    fn purge_limits(
+        &self,
+        now_ms: i64,
+        keep_hourly_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
 }

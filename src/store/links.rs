@@ -11,6 +11,9 @@
 
 use serde::Serialize;
 
+use super::guesses::GuessPolicy;
+use super::{BoxFuture, StoreError};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkState {
@@ -104,4 +107,68 @@ pub fn new_link_id() -> String {
     (0..12)
         .map(|_| ALPHABET[rng.random_range(0..32)] as char)
         .collect()
+}
+
+/// Document links (SPEC §7). Rows are written by
+/// [`crate::store::QueueStore::enqueue`] with their message; see the module
+/// docs for what a row holds before and after expiry.
+pub trait LinkStore {
+    /// The link whose token hashes to `token_hash`, in any state.
+    fn link_by_token(
+        &self,
+        token_hash: &str,
+    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>>;
+
+    /// Links for `schleuse links list`, newest first; expired and revoked
+    /// ones only when `all`.
+    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>>;
+
+    /// Revokes an active link at once: its metadata is wiped and it answers
+    /// `410` from now on. The caller deletes the document file.
+    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Marks every active link past its expiry as expired (metadata wiped)
+    /// and returns their ids, whose files the caller deletes.
+    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Ids of the links whose documents must still exist (active ones).
+    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Appends to the download log. On the first successful download of a
+    /// link that asked for it, returns what the staff member's notice needs.
+    fn record_download(
+        &self,
+        link_id: &str,
+        outcome: &'static str,
+        ip: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>>;
+
+    /// Deletes what is left of expired and revoked links (the tombstones
+    /// that answer `410`) and download-log entries older than `before_ms`;
+    /// returns how many rows went.
+    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Takes one attempt at a link's password from `client` (its address
+    /// key: IPv4 address or IPv6 /64, stored pseudonymised) before the
+    /// password is tried, in one transaction; `Ok(Err(wait))` when a budget
+    /// is spent (then nothing is taken). See [`super::guesses`].
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: GuessPolicy,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>>;
+
+    /// Hands back an attempt taken by [`LinkStore::take_guess`]: the password
+    /// was right, or could not be tried.
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes guess budgets that no longer limit anything.
+    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
 }

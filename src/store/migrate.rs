@@ -431,7 +431,7 @@ async fn copy_documents(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewMessage, Store};
+    use crate::store::{NewMessage, QueueStore};
 
     fn config(data_dir: &str, store: &str) -> Config {
         let mut c = Config::default();

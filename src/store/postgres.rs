@@ -19,7 +19,7 @@
 //!
 //! # Durability
 //!
-//! Every write is one transaction; [`Store::enqueue`] returns after its
+//! Every write is one transaction; [`QueueStore::enqueue`] returns after its
 //! `COMMIT` (message row, recipients, content, links, companions and limit
 //! counters together), so a `250` means the message is in the database's
 //! WAL. Each connection is opened with `synchronous_commit=on`, whatever
@@ -42,7 +42,7 @@
 //! # The lease contract
 //!
 //! Each store handle has an instance id (host name, process id and a random
-//! part). [`Store::due`] claims the rows it returns in one statement: an
+//! part). [`QueueStore::due`] claims the rows it returns in one statement: an
 //! `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` that sets
 //! `lease_owner` to the instance and `lease_until` to the database's
 //! `now() + lease_time`, for queued, due rows whose lease is null, expired,
@@ -61,7 +61,7 @@
 //! that message's SMTP transaction, and the lease keeps other instances
 //! off it until the attempt is recorded.
 //!
-//! [`Store::record_attempt`] refuses ([`StoreError::Conflict`]) when the
+//! [`QueueStore::record_attempt`] refuses ([`StoreError::Conflict`]) when the
 //! lease is another instance's (it was taken over after expiring) or when
 //! the attempt count moved (the other instance already recorded): the
 //! same attempt is never recorded twice. Delivery is at least once, as
@@ -81,15 +81,33 @@
 //! MAIL/RCPT reads the counters before the message commits, as in the
 //! embedded store: sessions submitting at the same moment, on any number of
 //! instances, may together pass a limit by at most their number.
+//!
+//! [`QueueStore::enqueue`]: crate::store::QueueStore::enqueue
+//! [`QueueStore::due`]: crate::store::QueueStore::due
+//! [`QueueStore::record_attempt`]: crate::store::QueueStore::record_attempt
 
+/// Runs `$body` (an expression using the transaction `$tx`) in one
+/// transaction on a pooled connection and commits it. An error leaves the
+/// transaction to be rolled back when it is dropped.
+macro_rules! in_tx {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $pool.get().await?;
+        let $tx = client.transaction().await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok::<_, StoreError>(out)
+    }};
+}
+
+mod lease;
 mod limits;
 mod links;
 mod liveness;
 mod log;
+mod messages;
 mod queue;
 mod suppression;
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -99,16 +117,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
+use super::StoreError;
 use super::pseudonym::Pseudonymizer;
-use super::suppression::{
-    ErasedSuppression, EventOutcome, NewRelayEvent, SubjectSuppression, SuppressOutcome,
-    Suppression,
-};
-use super::{
-    AttemptUpdate, BoxFuture, DownloadNotice, Erased, LinkRecord, MessageInfo, MessageState,
-    NewMessage, QueueId, QueueStats, Store, StoreError, SubjectRecords, now_ms,
-};
-use crate::config::parse_postgres_url;
 
 /// A pooled connection's transaction; statements are prepared once per
 /// connection (deadpool's statement cache).
@@ -118,20 +128,27 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 pub(crate) const PSEUDONYM_KEY: &str = "log_pseudonym_key";
 const PSEUDONYM_KEY_LEN: usize = 32;
 
-/// Taken around migrations so instances starting together apply them once
-/// (any constant unique to this application; "schleuse" in ASCII).
 /// Per connection: commits reach disk before `250`; no statement or idle
 /// transaction holds rows (and leases) for more than a minute.
 const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c statement_timeout=60000 \
      -c idle_in_transaction_session_timeout=60000";
+/// Taken around migrations so instances starting together apply them once
+/// (any constant unique to this application; "schleuse" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7363_686c_6575_7365;
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
+/// A PostgreSQL failure ([`StoreError::Postgres`]). Opaque, so that no
+/// caller depends on the driver's, the pool's or refinery's types; it reads,
+/// causes and all, as the failure inside does.
 #[derive(Debug, thiserror::Error)]
-pub enum PgError {
+#[error(transparent)]
+pub struct PgError(PgFailure);
+
+#[derive(Debug, thiserror::Error)]
+enum PgFailure {
     #[error("{}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("connection pool: {}", with_causes(.0))]
@@ -154,9 +171,14 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// `[store] url` cannot be used, for the reason given.
+    pub(crate) fn url(why: String) -> PgError {
+        PgError(PgFailure::Url(why))
+    }
+
     /// The server's `disk_full` (SQLSTATE 53100).
     pub fn is_out_of_space(&self) -> bool {
-        matches!(self, PgError::Db(e)
+        matches!(&self.0, PgFailure::Db(e)
             if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL))
     }
 }
@@ -178,15 +200,21 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+impl From<PgFailure> for StoreError {
+    fn from(e: PgFailure) -> Self {
+        StoreError::Postgres(PgError(e))
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(PgError::Db(e))
+        PgFailure::Db(e).into()
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Postgres(PgError::Pool(e))
+        PgFailure::Pool(e).into()
     }
 }
 
@@ -215,7 +243,7 @@ pub struct PostgresStore {
     clear_recipients: AtomicBool,
     /// The messages this instance leased and has not given back: what the
     /// renewal task renews.
-    leases: Arc<Mutex<Leases>>,
+    leases: Arc<Mutex<lease::Leases>>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -231,7 +259,7 @@ impl PostgresStore {
     /// Connects, applies pending migrations and loads the shared pseudonym
     /// key. Must run inside a Tokio runtime (it starts the lease renewal).
     pub async fn open(options: &PgOptions) -> Result<PostgresStore, StoreError> {
-        let mut pg = parse_postgres_url(&options.url).map_err(PgError::Url)?;
+        let mut pg = crate::config::parse_postgres_url(&options.url).map_err(PgFailure::Url)?;
         let session = match pg.get_options() {
             Some(o) => format!("{o} {SESSION_SETTINGS}"),
             None => SESSION_SETTINGS.to_owned(),
@@ -255,7 +283,7 @@ impl PostgresStore {
         };
         let manager = if pg.get_ssl_mode() == SslMode::Require {
             let tls =
-                crate::tls::client_config(options.ca_file.as_deref()).map_err(PgError::Tls)?;
+                crate::tls::client_config(options.ca_file.as_deref()).map_err(PgFailure::Tls)?;
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
             Manager::from_config(pg, tls, manager_config)
         } else {
@@ -271,14 +299,14 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(15)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
-            .map_err(PgError::Build)?;
+            .map_err(PgFailure::Build)?;
         migrate(&pool).await?;
         let pseudonyms = pseudonym_key(&pool).await?;
         check_durability(&pool).await?;
         let instance = options.instance.clone().unwrap_or_else(instance_id);
         let lease_secs = options.lease_time.as_secs_f64().max(0.001);
-        let leases = Arc::new(Mutex::new(Leases::default()));
-        let renewal = tokio::spawn(renew_leases(
+        let leases = Arc::new(Mutex::new(lease::Leases::default()));
+        let renewal = tokio::spawn(lease::renew_leases(
             pool.clone(),
             instance.clone(),
             lease_secs,
@@ -310,7 +338,7 @@ impl PostgresStore {
         (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone())
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, lease::Leases> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -318,35 +346,6 @@ impl PostgresStore {
     fn forget_lease(&self, id: &str) {
         self.leases().held.remove(id);
     }
-}
-
-/// The leases to renew, each with the generation it was (re)taken in: the
-/// renewal task drops only what it saw itself, so a lease given back and
-/// taken again while a renewal round runs is not lost with the old one.
-#[derive(Default)]
-struct Leases {
-    held: HashMap<QueueId, u64>,
-    next: u64,
-}
-
-impl Leases {
-    fn take(&mut self, id: QueueId) {
-        self.next += 1;
-        self.held.insert(id, self.next);
-    }
-}
-
-/// Runs `$body` (an expression using the transaction `$tx`) in one
-/// transaction on a pooled connection and commits it. An error leaves the
-/// transaction to be rolled back when it is dropped.
-macro_rules! in_tx {
-    ($pool:expr, |$tx:ident| $body:expr) => {{
-        let mut client = $pool.get().await?;
-        let $tx = client.transaction().await?;
-        let out = $body;
-        $tx.commit().await?;
-        Ok::<_, StoreError>(out)
-    }};
 }
 
 async fn migrate(pool: &Pool) -> Result<(), StoreError> {
@@ -359,7 +358,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let report = embedded::migrations::runner()
         .run_async(&mut **client)
         .await
-        .map_err(PgError::Migration);
+        .map_err(PgFailure::Migration);
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -373,7 +372,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 async fn pseudonym_key(pool: &Pool) -> Result<Pseudonymizer, StoreError> {
     let client = pool.get().await?;
     let mut key = [0u8; PSEUDONYM_KEY_LEN];
-    aws_lc_rs::rand::fill(&mut key).map_err(|_| PgError::Random)?;
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| PgFailure::Random)?;
     client
         .execute(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -388,7 +387,7 @@ async fn pseudonym_key(pool: &Pool) -> Result<Pseudonymizer, StoreError> {
         .await?;
     let stored: Vec<u8> = row.try_get(0)?;
     if stored.len() != PSEUDONYM_KEY_LEN {
-        return Err(PgError::BadKey(stored.len()).into());
+        return Err(PgFailure::BadKey(stored.len()).into());
     }
     Ok(Pseudonymizer::from_key(&stored))
 }
@@ -428,525 +427,20 @@ fn instance_id() -> String {
     format!("{host}/{}/{random:08x}", std::process::id())
 }
 
-/// Renews this instance's leases every `lease_time / 3` until aborted.
-async fn renew_leases(pool: Pool, instance: String, lease_secs: f64, leases: Arc<Mutex<Leases>>) {
-    let period = Duration::from_secs_f64(lease_secs / 3.0);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let seen: HashMap<QueueId, u64> = leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .held
-            .clone();
-        if seen.is_empty() {
-            continue;
-        }
-        let ids: Vec<QueueId> = seen.keys().cloned().collect();
-        match queue::renew(&pool, &instance, lease_secs, &ids).await {
-            Ok(renewed) => {
-                // What was not renewed is final, deleted or someone else's
-                // now: stop trying, unless it was taken again meanwhile.
-                let renewed: HashSet<QueueId> = renewed.into_iter().collect();
-                leases
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .held
-                    .retain(|id, generation| {
-                        renewed.contains(id) || seen.get(id) != Some(generation)
-                    });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, leases = ids.len(), "store: cannot renew leases");
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Store for PostgresStore {
-    fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
-        Box::pin(async move {
-            let mut client = self.pool.get().await?;
-            let tx = client.transaction().await?;
-            let id = queue::insert(&tx, &msg).await?;
-            match tx.commit().await {
-                Ok(()) => Ok(id),
-                // The connection broke during COMMIT: the server may have
-                // committed. Answering 451 then would make the client send
-                // it again, and the caller would delete the documents of a
-                // message that is queued; ask on another connection.
-                Err(e) => match queue::exists(&self.pool, &id).await {
-                    Ok(true) => {
-                        tracing::warn!(queue_id = %id, error = %e, "store: COMMIT reported an error but the message is stored");
-                        Ok(id)
-                    }
-                    Ok(false) => Err(e.into()),
-                    Err(check) => {
-                        tracing::error!(queue_id = %id, error = %e, check = %check, "store: outcome of COMMIT unknown");
-                        Err(e.into())
-                    }
-                },
-            }
-        })
-    }
-
-    fn confirm_lease(&self, id: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let mine = queue::confirm(&self.pool, &self.instance, self.lease_secs, &id).await?;
-            if !mine {
-                self.forget_lease(&id);
-            }
-            Ok(mine)
-        })
-    }
-
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.renewal.abort();
-            let n = queue::release_all(&self.pool, &self.instance).await?;
-            self.leases().held.clear();
-            if n > 0 {
-                tracing::info!(leases = n, "store: leases given back for other instances");
-            }
-            Ok(())
-        })
-    }
-
-    fn due(
-        &self,
-        now_ms: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
-        Box::pin(async move {
-            let due: Vec<MessageInfo> = in_tx!(self.pool, |tx| {
-                queue::lease_due(&tx, now_ms, limit, &self.instance, self.lease_secs).await?
-            })?;
-            let mut leases = self.leases();
-            for m in &due {
-                leases.take(m.id.clone());
-            }
-            drop(leases);
-            Ok(due)
-        })
-    }
-
-    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
-        Box::pin(async move {
-            let client = self.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT min(next_attempt) FROM messages WHERE state = 'queued'")
-                .await?;
-            Ok(client.query_one(&st, &[]).await?.try_get(0)?)
-        })
-    }
-
-    fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let client = self.pool.get().await?;
-            let st = client
-                .prepare_cached(
-                    "SELECT c.data FROM contents c JOIN messages m ON m.seq = c.message_seq
-                     WHERE m.id = $1",
-                )
-                .await?;
-            match client.query_opt(&st, &[&id]).await? {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn record_attempt(
-        &self,
-        id: &str,
-        update: AttemptUpdate,
-    ) -> BoxFuture<'_, Result<MessageState, StoreError>> {
-        let id = id.to_owned();
-        let pseudonyms = self.pseudonyms_if_hidden();
-        Box::pin(async move {
-            let result = async {
-                in_tx!(self.pool, |tx| {
-                    queue::apply_attempt(&tx, &id, &update, &self.instance, pseudonyms.as_ref())
-                        .await?
-                })
-            }
-            .await;
-            // Recorded or refused, this instance is done with the attempt;
-            // a deferred message gets a new lease from the next due().
-            if !matches!(result, Err(StoreError::Postgres(_))) {
-                self.forget_lease(&id);
-            }
-            result
-        })
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::list_open(&tx).await?) })
-    }
-
-    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::get(&tx, &id).await?) })
-    }
-
-    fn hold(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                queue::set_state(&tx, &id, MessageState::Queued, MessageState::Held).await?
-            })
-        })
-    }
-
-    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                queue::set_state(&tx, &id, MessageState::Held, MessageState::Queued).await?
-            })
-        })
-    }
-
-    fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                queue::set_state(&tx, &id, MessageState::Queued, MessageState::Queued).await?
-            })
-        })
-    }
-
-    fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let result = async {
-                in_tx!(self.pool, |tx| {
-                    queue::delete(&tx, &id).await?;
-                    // Its documents were never sent: their links go with it
-                    // (the purge deletes the files of links no longer active).
-                    links::revoke_for_message(&tx, &id).await?;
-                })
-            }
-            .await;
-            if result.is_ok() {
-                self.forget_lease(&id);
-            }
-            result
-        })
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                let n = tx
-                    .execute(
-                        "UPDATE messages SET next_attempt = $1 WHERE state = 'queued'",
-                        &[&now_ms()],
-                    )
-                    .await?;
-                usize::try_from(n).unwrap_or(usize::MAX)
-            })
-        })
-    }
-
-    fn postpone(
-        &self,
-        id: &str,
-        expected_attempts: u32,
-        until_ms: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let result = async {
-                in_tx!(self.pool, |tx| {
-                    queue::postpone(&tx, &id, expected_attempts, until_ms, &self.instance).await?
-                })
-            }
-            .await;
-            if result.is_ok() {
-                self.forget_lease(&id);
-            }
-            result
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        // A real commit, like an enqueue's: a read-only or full database,
-        // a lost connection or a stuck WAL flush all show.
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO ping (id, at) VALUES (1, $1)
-                         ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                    )
-                    .await?;
-                tx.execute(&st, &[&now_ms()]).await?;
-            })
-        })
-    }
-
-    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| queue::stats(&tx).await?) })
-    }
-
-    fn link_by_token(
-        &self,
-        token_hash: &str,
-    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>> {
-        let hash = token_hash.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| links::by_token(&tx, &hash).await?) })
-    }
-
-    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::list(&tx, all).await?) })
-    }
-
-    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
-        let id = id.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| links::revoke(&tx, &id).await?) })
-    }
-
-    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::expire(&tx, now_ms).await?) })
-    }
-
-    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::active_ids(&tx).await?) })
-    }
-
-    fn record_download(
-        &self,
-        link_id: &str,
-        outcome: &'static str,
-        ip: Option<String>,
-    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>> {
-        let id = link_id.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                links::record_download(&tx, &id, outcome, ip.as_deref()).await?
-            })
-        })
-    }
-
-    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::purge(&tx, before_ms).await?) })
-    }
-
-    fn take_guess(
-        &self,
-        link_id: &str,
-        client: &str,
-        policy: super::guesses::GuessPolicy,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>> {
-        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                links::take_guess(&tx, &keys, &policy, now_ms).await?
-            })
-        })
-    }
-
-    fn give_back_guess(
-        &self,
-        link_id: &str,
-        client: &str,
-        policy: super::guesses::GuessPolicy,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let keys = super::guesses::keys(link_id, &self.pseudonyms.of(client));
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                links::give_back_guess(&tx, &keys, &policy).await?
-            })
-        })
-    }
-
-    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| links::purge_guesses(&tx, now_ms).await?) })
-    }
-
-    fn set_clear_recipients(&self, clear: bool) {
-        self.clear_recipients.store(clear, Ordering::Relaxed);
-    }
-
-    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| log::purge(&tx, before_ms).await?) })
-    }
-
-    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| log::oldest(&tx).await?) })
-    }
-
-    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| log::subject(&tx, &address, &pseudonym)
-                .await?)
-        })
-    }
-
-    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            let erased: Erased = in_tx!(self.pool, |tx| {
-                log::erase(&tx, &address, &pseudonym).await?
-            })?;
-            for id in &erased.queued_deleted {
-                self.forget_lease(id);
-            }
-            Ok(erased)
-        })
-    }
-
-    fn suppress(
-        &self,
-        entry: Suppression,
-        replace: bool,
-    ) -> BoxFuture<'_, Result<SuppressOutcome, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::upsert(&tx, &entry, replace, now_ms()).await?
-            })
-        })
-    }
-
-    fn suppressed(
-        &self,
-        address: &str,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Option<Suppression>, StoreError>> {
-        let address = address.to_owned();
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| suppression::lookup(&tx, &address, now_ms)
-                .await?)
-        })
-    }
-
-    fn suppressions(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Suppression>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| suppression::list(&tx, now_ms).await?) })
-    }
-
-    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let address = address.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| suppression::remove(&tx, &address).await?) })
-    }
-
-    fn record_relay_event(
-        &self,
-        event: NewRelayEvent,
-        suppress: Option<Suppression>,
-    ) -> BoxFuture<'_, Result<EventOutcome, StoreError>> {
-        let pseudonyms = self.pseudonyms_if_hidden();
-        let pseudonym = self.pseudonyms.of(&event.recipient);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::record_event(
-                    &tx,
-                    &event,
-                    suppress.as_ref(),
-                    pseudonyms.as_ref(),
-                    &pseudonym,
-                    now_ms(),
-                )
-                .await?
-            })
-        })
-    }
-
-    fn purge_suppressions(
-        &self,
-        now_ms: i64,
-        events_before_ms: i64,
-    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::purge(&tx, now_ms, events_before_ms).await?
-            })
-        })
-    }
-
-    fn suppression_subject(
-        &self,
-        address: &str,
-    ) -> BoxFuture<'_, Result<SubjectSuppression, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::subject(&tx, &address, &pseudonym).await?
-            })
-        })
-    }
-
-    fn erase_suppression_subject(
-        &self,
-        address: &str,
-    ) -> BoxFuture<'_, Result<ErasedSuppression, StoreError>> {
-        let address = address.to_owned();
-        let pseudonym = self.pseudonyms.of(&address);
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                suppression::erase(&tx, &address, &pseudonym).await?
-            })
-        })
-    }
-
-    fn event_silence(
-        &self,
-        no_event_since_ms: i64,
-    ) -> BoxFuture<'_, Result<super::suppression::EventSilence, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                liveness::silence(&tx, no_event_since_ms).await?
-            })
-        })
-    }
-
-    fn counters(
-        &self,
-        keys: Vec<String>,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::get(&tx, &keys, now_ms).await?) })
-    }
-
-    fn ban(&self, ban: super::limits::Ban) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::ban(&tx, &ban).await?) })
-    }
-
-    fn banned(
-        &self,
-        ip: &str,
-        now_ms: i64,
-    ) -> BoxFuture<'_, Result<Option<super::limits::Ban>, StoreError>> {
-        let ip = ip.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::banned(&tx, &ip, now_ms).await?) })
-    }
-
-    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<super::limits::Ban>, StoreError>> {
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::list(&tx, now_ms).await?) })
-    }
-
-    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let ip = ip.to_owned();
-        Box::pin(async move { in_tx!(self.pool, |tx| limits::unban(&tx, &ip).await?) })
-    }
-
-    fn purge_limits(
-        &self,
-        now_ms: i64,
-        keep_hourly_ms: i64,
-    ) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move {
-            in_tx!(self.pool, |tx| {
-                limits::purge(&tx, now_ms, keep_hourly_ms).await?
-            })
-        })
+    #[test]
+    fn errors_read_as_before_they_were_wrapped() {
+        let url = StoreError::from(PgError::url("is empty".into()));
+        assert_eq!(url.to_string(), "PostgreSQL: store.url: is empty");
+        assert!(!url.is_out_of_space());
+        let key = StoreError::from(PgFailure::BadKey(3));
+        assert_eq!(
+            key.to_string(),
+            "PostgreSQL: the settings row log_pseudonym_key holds 3 bytes, expected 32; \
+             delete it only if you accept that older log entries can no longer be matched"
+        );
     }
 }

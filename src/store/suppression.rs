@@ -21,6 +21,8 @@
 
 use serde::Serialize;
 
+use super::{BoxFuture, StoreError};
+
 /// Where an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,7 +100,7 @@ pub fn normalise(address: &str) -> String {
         .to_lowercase()
 }
 
-/// What [`crate::store::Store::suppress`] did.
+/// What [`SuppressionStore::suppress`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SuppressOutcome {
@@ -108,6 +110,33 @@ pub enum SuppressOutcome {
     Renewed,
     /// An active entry that lasts longer stays as it is.
     Kept,
+}
+
+/// What writing `entry` over the address's current entry `old` does at
+/// `now`: an automatic entry never shortens an active one (a permanent
+/// admin entry stays permanent); `replace` (an admin's explicit add) always
+/// writes. [`SuppressOutcome::Kept`]: nothing is to be written.
+pub fn upsert_outcome(
+    old: Option<&Suppression>,
+    entry: &Suppression,
+    replace: bool,
+    now: i64,
+) -> SuppressOutcome {
+    match old {
+        Some(old) if old.active_at(now) => {
+            let longer = match (old.expires_at, entry.expires_at) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(a), Some(b)) => b > a,
+            };
+            if replace || longer {
+                SuppressOutcome::Renewed
+            } else {
+                SuppressOutcome::Kept
+            }
+        }
+        _ => SuppressOutcome::Added,
+    }
 }
 
 /// One delivery event reported by the relay, ready to be stored.
@@ -164,7 +193,7 @@ pub struct RelayEvent {
     pub detail: Option<String>,
 }
 
-/// What [`crate::store::Store::record_relay_event`] did.
+/// What [`SuppressionStore::record_relay_event`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventOutcome {
     /// False when the event was known already (a retried batch): nothing
@@ -218,4 +247,106 @@ pub struct EventSilence {
     /// When the earliest message delivered after that event finished: mail
     /// relayed since which nothing was heard.
     pub unanswered_since: Option<i64>,
+}
+
+/// The suppression list and relay events (SPEC §6); see the module docs.
+pub trait SuppressionStore {
+    /// Adds or renews an entry; an automatic one never shortens an active
+    /// entry, `replace` (an admin's add) always writes.
+    fn suppress(
+        &self,
+        entry: Suppression,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<SuppressOutcome, StoreError>>;
+
+    /// The entry for `address` if it is active at `now_ms` (the RCPT check).
+    fn suppressed(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Suppression>, StoreError>>;
+
+    /// Active entries, newest first.
+    fn suppressions(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Suppression>, StoreError>>;
+
+    /// Removes an entry; `false` if there was none.
+    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Stores a relay event unless its key is known, and only then applies
+    /// `suppress`, in one transaction (the relay retries whole batches).
+    fn record_relay_event(
+        &self,
+        event: NewRelayEvent,
+        suppress: Option<Suppression>,
+    ) -> BoxFuture<'_, Result<EventOutcome, StoreError>>;
+
+    /// Deletes expired entries and relay events received before
+    /// `events_before_ms`; returns how many of each went.
+    fn purge_suppressions(
+        &self,
+        now_ms: i64,
+        events_before_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
+
+    /// The entry and relay events about an address (`gdpr export`).
+    fn suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<SubjectSuppression, StoreError>>;
+
+    /// Deletes them (`gdpr erase`).
+    fn erase_suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<ErasedSuppression, StoreError>>;
+
+    /// The newest relay event and the first delivery since; with no event
+    /// at all, deliveries from `no_event_since_ms` on count (mail written to
+    /// the outbox before going live is no sign of a dead webhook).
+    fn event_silence(
+        &self,
+        no_event_since_ms: i64,
+    ) -> BoxFuture<'_, Result<EventSilence, StoreError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expires_at: Option<i64>) -> Suppression {
+        Suppression {
+            address: "eltern@example.org".into(),
+            source: SuppressionSource::Upstream,
+            reason: "upstream 550 5.1.1".into(),
+            detail: None,
+            created_at: 1000,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_active_entry_is_never_shortened_unless_replaced() {
+        use SuppressOutcome::{Added, Kept, Renewed};
+        let until_5000 = entry(Some(5000));
+        let permanent = entry(None);
+        let cases = [
+            (None, Some(3000), false, Added),
+            (Some(&until_5000), Some(3000), false, Kept),
+            (Some(&until_5000), Some(6000), false, Renewed),
+            (Some(&until_5000), None, false, Renewed),
+            (Some(&until_5000), Some(3000), true, Renewed),
+            (Some(&permanent), Some(9000), false, Kept),
+            (Some(&permanent), None, false, Kept),
+            (Some(&permanent), Some(9000), true, Renewed),
+        ];
+        for (old, expires_at, replace, want) in cases {
+            let got = upsert_outcome(old, &entry(expires_at), replace, 1000);
+            assert_eq!(got, want, "{old:?} {expires_at:?} {replace}");
+        }
+        assert_eq!(
+            upsert_outcome(Some(&until_5000), &entry(Some(3000)), false, 5000),
+            Added,
+            "an expired entry is replaced"
+        );
+    }
 }

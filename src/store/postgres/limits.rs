@@ -2,11 +2,13 @@
 //! `crate::limits` for what is counted, and `super` for the overshoot
 //! bound across instances).
 
+use std::collections::BTreeMap;
+
 use tokio_postgres::Row;
 
-use super::Tx;
-use crate::store::StoreError;
-use crate::store::limits::{Ban, Counter};
+use super::{PostgresStore, Tx};
+use crate::store::limits::{Ban, Counter, LimitStore};
+use crate::store::{BoxFuture, StoreError};
 
 /// How many rows one counter is spread over (see
 /// `migrations/postgres/V2__sharded_limit_counters.sql`). More shards mean
@@ -21,7 +23,7 @@ pub(super) async fn add<'a>(
     tx: &Tx<'_>,
     counters: impl Iterator<Item = &'a Counter>,
 ) -> Result<(), StoreError> {
-    let merged = super::queue::merge_counters(counters);
+    let merged = merge_counters(counters);
     if merged.is_empty() {
         return Ok(());
     }
@@ -131,4 +133,58 @@ pub(super) async fn purge(tx: &Tx<'_>, now: i64, keep_hourly: i64) -> Result<usi
         .await?;
     let counters = u64::try_from(counters).unwrap_or(0);
     Ok(usize::try_from(counters + bans).unwrap_or(usize::MAX))
+}
+
+impl LimitStore for PostgresStore {
+    fn counters(
+        &self,
+        keys: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| get(&tx, &keys, now_ms).await?) })
+    }
+
+    fn ban(&self, ban: Ban) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| self::ban(&tx, &ban).await?) })
+    }
+
+    fn banned(&self, ip: &str, now_ms: i64) -> BoxFuture<'_, Result<Option<Ban>, StoreError>> {
+        let ip = ip.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| banned(&tx, &ip, now_ms).await?) })
+    }
+
+    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Ban>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| list(&tx, now_ms).await?) })
+    }
+
+    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let ip = ip.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| unban(&tx, &ip).await?) })
+    }
+
+    fn purge_limits(
+        &self,
+        now_ms: i64,
+        keep_hourly_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                purge(&tx, now_ms, keep_hourly_ms).await?
+            })
+        })
+    }
+}
+/// Counters of one enqueue merged per key and in key order: two
+/// transactions touching the same rows lock them in the same order.
+pub(super) fn merge_counters<'a>(
+    counters: impl Iterator<Item = &'a Counter>,
+) -> BTreeMap<&'a str, (i64, i64)> {
+    let mut merged: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for c in counters {
+        let add = i64::try_from(c.add).unwrap_or(i64::MAX);
+        let e = merged.entry(c.key.as_str()).or_insert((c.until, 0));
+        e.0 = e.0.max(c.until);
+        e.1 = e.1.saturating_add(add);
+    }
+    merged
 }

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::Tx;
+use super::{PostgresStore, Tx};
 use crate::store::guesses::{self, GuessPolicy, GuessRow};
-use crate::store::{DownloadNotice, LinkRecord, LinkState, NewLink, StoreError, now_ms};
+use crate::store::{
+    BoxFuture, DownloadNotice, LinkRecord, LinkState, LinkStore, NewLink, StoreError, now_ms,
+};
 
 pub(super) async fn insert(
     tx: &Tx<'_>,
@@ -305,4 +307,82 @@ pub(super) async fn purge_guesses(tx: &Tx<'_>, now: i64) -> Result<usize, StoreE
         .execute("DELETE FROM link_guesses WHERE expires <= $1", &[&now])
         .await?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+impl LinkStore for PostgresStore {
+    fn link_by_token(
+        &self,
+        token_hash: &str,
+    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>> {
+        let hash = token_hash.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| by_token(&tx, &hash).await?) })
+    }
+
+    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| list(&tx, all).await?) })
+    }
+
+    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| revoke(&tx, &id).await?) })
+    }
+
+    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| expire(&tx, now_ms).await?) })
+    }
+
+    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| active_ids(&tx).await?) })
+    }
+
+    fn record_download(
+        &self,
+        link_id: &str,
+        outcome: &'static str,
+        ip: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>> {
+        let id = link_id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                record_download(&tx, &id, outcome, ip.as_deref()).await?
+            })
+        })
+    }
+
+    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| purge(&tx, before_ms).await?) })
+    }
+
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: GuessPolicy,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>> {
+        let keys = guesses::keys(link_id, &self.pseudonyms.of(client));
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                take_guess(&tx, &keys, &policy, now_ms).await?
+            })
+        })
+    }
+
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let keys = guesses::keys(link_id, &self.pseudonyms.of(client));
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                give_back_guess(&tx, &keys, &policy).await?
+            })
+        })
+    }
+
+    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| purge_guesses(&tx, now_ms).await?) })
+    }
 }

@@ -3,10 +3,13 @@
 //! subject's records (`gdpr export` / `gdpr erase`). Same rules as the
 //! embedded store's `sqlite/log.rs`.
 
-use super::Tx;
+use std::sync::atomic::Ordering;
+
+use super::{PostgresStore, Tx};
 use crate::store::pseudonym::{PREFIX, Pseudonymizer};
 use crate::store::{
-    Erased, LinkState, StoreError, SubjectAttempt, SubjectDownload, SubjectMessage, SubjectRecords,
+    AfterErase, BoxFuture, Erased, LogStore, StoreError, SubjectAttempt, SubjectDownload,
+    SubjectMessage, SubjectRecords,
 };
 
 fn i32_of(n: usize) -> i32 {
@@ -265,19 +268,15 @@ pub(super) async fn erase(
             &[&seq, &idx],
         )
         .await?;
-        erased.recipients += 1;
         // The documents of a message to this person are about them as
         // often as not: they go, for every recipient of that message.
         for link in super::links::of_message(tx, &id).await? {
-            if link.state == LinkState::Active {
-                erased.links_revoked.push(link.id.clone());
-            }
             let n = tx
                 .execute("DELETE FROM downloads WHERE link_id = $1", &[&link.id])
                 .await?;
-            erased.downloads += usize::try_from(n).unwrap_or(usize::MAX);
             tx.execute("DELETE FROM links WHERE id = $1", &[&link.id])
                 .await?;
+            erased.link_deleted(&link, usize::try_from(n).unwrap_or(usize::MAX));
         }
         let left: i64 = tx
             .query_one(
@@ -286,38 +285,61 @@ pub(super) async fn erase(
             )
             .await?
             .try_get(0)?;
-        let queued = state == "queued" || state == "held";
-        if left > 0 {
-            // Kept for the others: the address (or its pseudonym) may still
-            // be quoted in upstream replies.
-            for who in [stored.as_str(), address, pseudonym] {
-                tx.execute(
-                    "UPDATE messages SET last_error = replace(last_error, $2, '[erased]')
-                     WHERE seq = $1",
-                    &[&seq, &who],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE attempts SET reply = replace(reply, $2, '[erased]')
-                     WHERE message_seq = $1",
-                    &[&seq, &who],
-                )
-                .await?;
+        match erased.recipient_deleted(id, &state, left > 0) {
+            AfterErase::ScrubMessage => {
+                for who in [stored.as_str(), address, pseudonym] {
+                    tx.execute(
+                        "UPDATE messages SET last_error = replace(last_error, $2, '[erased]')
+                         WHERE seq = $1",
+                        &[&seq, &who],
+                    )
+                    .await?;
+                    tx.execute(
+                        "UPDATE attempts SET reply = replace(reply, $2, '[erased]')
+                         WHERE message_seq = $1",
+                        &[&seq, &who],
+                    )
+                    .await?;
+                }
             }
-        }
-        if left == 0 {
-            tx.execute("DELETE FROM messages WHERE seq = $1", &[&seq])
-                .await?;
-            if queued {
-                erased.queued_deleted.push(id);
-            } else {
-                erased.log_entries += 1;
+            AfterErase::DeleteMessage => {
+                tx.execute("DELETE FROM messages WHERE seq = $1", &[&seq])
+                    .await?;
             }
-        } else if queued {
-            // Still due to others; its header block still names this
-            // address, which the caller reports.
-            erased.queued_kept.push(id);
         }
     }
     Ok(erased)
+}
+
+impl LogStore for PostgresStore {
+    fn set_clear_recipients(&self, clear: bool) {
+        self.clear_recipients.store(clear, Ordering::Relaxed);
+    }
+
+    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| purge(&tx, before_ms).await?) })
+    }
+
+    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| oldest(&tx).await?) })
+    }
+
+    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move { in_tx!(self.pool, |tx| subject(&tx, &address, &pseudonym).await?) })
+    }
+
+    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            let erased: Erased =
+                in_tx!(self.pool, |tx| { erase(&tx, &address, &pseudonym).await? })?;
+            for id in &erased.queued_deleted {
+                self.forget_lease(id);
+            }
+            Ok(erased)
+        })
+    }
 }

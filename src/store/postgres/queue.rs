@@ -1,394 +1,248 @@
-//! The queue side of the PostgreSQL store: message rows, their recipients
-//! and content, leases (see the contract in `super`), attempts.
+//! The queue side of the PostgreSQL store: [`QueueStore`] over the message
+//! rows (`super::messages`) and the leases (`super::lease`), and the
+//! recording of delivery attempts.
 
-use std::collections::{BTreeMap, HashMap};
-
-use deadpool_postgres::Pool;
-use tokio_postgres::Row;
-
-use super::Tx;
+use super::{PostgresStore, Tx, lease, links, messages};
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::{
-    AttemptUpdate, MessageInfo, MessageState, NewMessage, QueueId, QueueStats, RecipientInfo,
-    RecipientState, StoreError, limits::Counter, now_ms,
+    AttemptUpdate, BoxFuture, MessageInfo, MessageState, NewMessage, QueueId, QueueStats,
+    QueueStore, RecipientState, StoreError, now_ms,
 };
 
-const INFO_COLUMNS: &str = "seq, id, received_at, account, sender, size, state, attempts, next_attempt, last_error, note, \
-     dsn_to";
-
-/// Attempt counts are `integer` in the table; the trait speaks `u32`.
-fn attempts_i32(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// Stores a message, its companions and its counters (one transaction).
-pub(super) async fn insert(tx: &Tx<'_>, msg: &NewMessage) -> Result<QueueId, StoreError> {
-    // Companions may have companions of their own: walk them without
-    // async recursion.
-    let mut all = vec![msg];
-    let mut i = 0;
-    while i < all.len() {
-        all.extend(all[i].companions.iter());
-        i += 1;
-    }
-    for m in &all {
-        insert_one(tx, m).await?;
-    }
-    super::limits::add(tx, all.iter().flat_map(|m| m.counters.iter())).await?;
-    Ok(msg.id.clone())
-}
-
-async fn insert_one(tx: &Tx<'_>, msg: &NewMessage) -> Result<(), StoreError> {
-    let state = if msg.held {
-        MessageState::Held
-    } else {
-        MessageState::Queued
-    };
-    let size = i64::try_from(msg.content.len()).unwrap_or(i64::MAX);
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO messages (id, received_at, account, sender, size, state,
-                 next_attempt, note, dsn_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $2, $7, $8) RETURNING seq",
-        )
-        .await?;
-    let seq: i64 = tx
-        .query_one(
-            &st,
-            &[
-                &msg.id,
-                &now_ms(),
-                &msg.account,
-                &msg.sender,
-                &size,
-                &state.as_str(),
-                &msg.note,
-                &crate::store::dsn_to_column(msg.dsn_to.as_deref()),
-            ],
-        )
-        .await?
-        .try_get(0)?;
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO recipients (message_seq, idx, address, state)
-             SELECT $1, (r.n - 1)::integer, r.address, 'pending'
-             FROM unnest($2::text[]) WITH ORDINALITY AS r(address, n)",
-        )
-        .await?;
-    tx.execute(&st, &[&seq, &msg.recipients]).await?;
-    let st = tx
-        .prepare_cached("INSERT INTO contents (message_seq, data) VALUES ($1, $2)")
-        .await?;
-    tx.execute(&st, &[&seq, &msg.content.as_slice()]).await?;
-    for link in &msg.links {
-        super::links::insert(tx, &msg.id, link).await?;
-    }
-    Ok(())
-}
-
-fn row_to_info(row: &Row) -> Result<(i64, MessageInfo), StoreError> {
-    let state: String = row.try_get(6)?;
-    let size: i64 = row.try_get(5)?;
-    let attempts: i32 = row.try_get(7)?;
-    Ok((
-        row.try_get(0)?,
-        MessageInfo {
-            id: row.try_get(1)?,
-            received_at: row.try_get(2)?,
-            account: row.try_get(3)?,
-            sender: row.try_get(4)?,
-            size: u64::try_from(size).unwrap_or(0),
-            state: MessageState::parse(&state).unwrap_or(MessageState::Queued),
-            attempts: u32::try_from(attempts).unwrap_or(0),
-            next_attempt: row.try_get(8)?,
-            last_error: row.try_get(9)?,
-            note: row.try_get(10)?,
-            dsn_to: crate::store::dsn_to_of(row.try_get(11)?, &row.try_get::<_, String>(4)?),
-            recipients: Vec::new(),
-        },
-    ))
-}
-
-/// Fills in the recipients of `rows` with one query, keeping their order.
-async fn with_recipients(
-    tx: &Tx<'_>,
-    rows: Vec<(i64, MessageInfo)>,
-) -> Result<Vec<MessageInfo>, StoreError> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
-    let st = tx
-        .prepare_cached(
-            "SELECT message_seq, address, state, reply FROM recipients
-             WHERE message_seq = ANY($1) ORDER BY message_seq, idx",
-        )
-        .await?;
-    let mut by_seq: HashMap<i64, Vec<RecipientInfo>> = HashMap::new();
-    for r in tx.query(&st, &[&seqs]).await? {
-        let state: String = r.try_get(2)?;
-        by_seq
-            .entry(r.try_get(0)?)
-            .or_default()
-            .push(RecipientInfo {
-                address: r.try_get(1)?,
-                state: RecipientState::parse(&state).unwrap_or(RecipientState::Pending),
-                reply: r.try_get(3)?,
-            });
-    }
-    Ok(rows
-        .into_iter()
-        .map(|(seq, mut info)| {
-            info.recipients = by_seq.remove(&seq).unwrap_or_default();
-            info
+impl QueueStore for PostgresStore {
+    fn enqueue(&self, msg: NewMessage) -> BoxFuture<'_, Result<QueueId, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let id = messages::insert(&tx, &msg).await?;
+            match tx.commit().await {
+                Ok(()) => Ok(id),
+                // The connection broke during COMMIT: the server may have
+                // committed. Answering 451 then would make the client send
+                // it again, and the caller would delete the documents of a
+                // message that is queued; ask on another connection.
+                Err(e) => match messages::exists(&self.pool, &id).await {
+                    Ok(true) => {
+                        tracing::warn!(queue_id = %id, error = %e, "store: COMMIT reported an error but the message is stored");
+                        Ok(id)
+                    }
+                    Ok(false) => Err(e.into()),
+                    Err(check) => {
+                        tracing::error!(queue_id = %id, error = %e, check = %check, "store: outcome of COMMIT unknown");
+                        Err(e.into())
+                    }
+                },
+            }
         })
-        .collect())
-}
+    }
 
-async fn query_infos(
-    tx: &Tx<'_>,
-    where_clause: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<MessageInfo>, StoreError> {
-    let st = tx
-        .prepare_cached(&format!(
-            "SELECT {INFO_COLUMNS} FROM messages {where_clause}"
-        ))
-        .await?;
-    let rows = tx
-        .query(&st, params)
-        .await?
-        .iter()
-        .map(row_to_info)
-        .collect::<Result<Vec<_>, _>>()?;
-    with_recipients(tx, rows).await
-}
+    fn confirm_lease(&self, id: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let mine = lease::confirm(&self.pool, &self.instance, self.lease_secs, &id).await?;
+            if !mine {
+                self.forget_lease(&id);
+            }
+            Ok(mine)
+        })
+    }
 
-/// Claims up to `limit` queued, due messages for `instance` (see the lease
-/// contract) and returns them, oldest arrival first.
-pub(super) async fn lease_due(
-    tx: &Tx<'_>,
-    now: i64,
-    limit: usize,
-    instance: &str,
-    lease_secs: f64,
-) -> Result<Vec<MessageInfo>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // SKIP LOCKED: rows another instance is claiming (or recording) right
-    // now are simply not ours this round; nobody waits.
-    let st = tx
-        .prepare_cached(&format!(
-            "UPDATE messages m
-             SET lease_owner = $3, lease_until = now() + make_interval(secs => $4)
-             FROM (
-                 SELECT seq FROM messages
-                 WHERE state = 'queued' AND next_attempt <= $1
-                   AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $3)
-                 ORDER BY next_attempt, seq
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED
-             ) due
-             WHERE m.seq = due.seq
-             RETURNING {}",
-            INFO_COLUMNS
-                .split(", ")
-                .map(|c| format!("m.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .await?;
-    let mut rows = tx
-        .query(&st, &[&now, &limit, &instance, &lease_secs])
-        .await?
-        .iter()
-        .map(row_to_info)
-        .collect::<Result<Vec<_>, _>>()?;
-    // RETURNING follows no ORDER BY.
-    rows.sort_by_key(|(seq, info)| (info.next_attempt, *seq));
-    with_recipients(tx, rows).await
-}
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.renewal.abort();
+            let n = lease::release_all(&self.pool, &self.instance).await?;
+            self.leases().held.clear();
+            if n > 0 {
+                tracing::info!(leases = n, "store: leases given back for other instances");
+            }
+            Ok(())
+        })
+    }
 
-/// Extends the leases `instance` holds on `ids`; returns the ids renewed.
-pub(super) async fn renew(
-    pool: &Pool,
-    instance: &str,
-    lease_secs: f64,
-    ids: &[QueueId],
-) -> Result<Vec<QueueId>, StoreError> {
-    let client = pool.get().await?;
-    let st = client
-        .prepare_cached(
-            "UPDATE messages SET lease_until = now() + make_interval(secs => $2)
-             WHERE lease_owner = $1 AND id = ANY($3) AND state IN ('queued', 'held')
-             RETURNING id",
-        )
-        .await?;
-    client
-        .query(&st, &[&instance, &lease_secs, &ids])
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get(0)?))
-        .collect()
-}
+    fn due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+        Box::pin(async move {
+            let due: Vec<MessageInfo> = in_tx!(self.pool, |tx| {
+                lease::lease_due(&tx, now_ms, limit, &self.instance, self.lease_secs).await?
+            })?;
+            let mut leases = self.leases();
+            for m in &due {
+                leases.take(m.id.clone());
+            }
+            drop(leases);
+            Ok(due)
+        })
+    }
 
-/// Extends `id`'s lease if this instance still holds it.
-pub(super) async fn confirm(
-    pool: &Pool,
-    instance: &str,
-    lease_secs: f64,
-    id: &str,
-) -> Result<bool, StoreError> {
-    let client = pool.get().await?;
-    let st = client
-        .prepare_cached(
-            "UPDATE messages SET lease_until = now() + make_interval(secs => $2)
-             WHERE id = $3 AND lease_owner = $1 AND lease_until > now() AND state = 'queued'
-             RETURNING 1",
-        )
-        .await?;
-    Ok(client
-        .query_opt(&st, &[&instance, &lease_secs, &id])
-        .await?
-        .is_some())
-}
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT min(next_attempt) FROM messages WHERE state = 'queued'")
+                .await?;
+            Ok(client.query_one(&st, &[]).await?.try_get(0)?)
+        })
+    }
 
-/// Gives back every lease of `instance` (graceful shutdown).
-pub(super) async fn release_all(pool: &Pool, instance: &str) -> Result<u64, StoreError> {
-    let client = pool.get().await?;
-    Ok(client
-        .execute(
-            "UPDATE messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
-            &[&instance],
-        )
-        .await?)
-}
+    fn content(&self, id: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT c.data FROM contents c JOIN messages m ON m.seq = c.message_seq
+                     WHERE m.id = $1",
+                )
+                .await?;
+            match client.query_opt(&st, &[&id]).await? {
+                Some(row) => Ok(Some(row.try_get(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
 
-/// Whether a message with this id exists (after a commit whose outcome
-/// the client did not learn).
-pub(super) async fn exists(pool: &Pool, id: &str) -> Result<bool, StoreError> {
-    let client = pool.get().await?;
-    Ok(client
-        .query_opt("SELECT 1 FROM messages WHERE id = $1", &[&id])
-        .await?
-        .is_some())
-}
+    fn record_attempt(
+        &self,
+        id: &str,
+        update: AttemptUpdate,
+    ) -> BoxFuture<'_, Result<MessageState, StoreError>> {
+        let id = id.to_owned();
+        let pseudonyms = self.pseudonyms_if_hidden();
+        Box::pin(async move {
+            let result = async {
+                in_tx!(self.pool, |tx| {
+                    apply_attempt(&tx, &id, &update, &self.instance, pseudonyms.as_ref()).await?
+                })
+            }
+            .await;
+            // Recorded or refused, this instance is done with the attempt;
+            // a deferred message gets a new lease from the next due().
+            if !matches!(result, Err(StoreError::Postgres(_))) {
+                self.forget_lease(&id);
+            }
+            result
+        })
+    }
 
-pub(super) async fn list_open(tx: &Tx<'_>) -> Result<Vec<MessageInfo>, StoreError> {
-    query_infos(tx, "WHERE state IN ('queued', 'held') ORDER BY seq", &[]).await
-}
+    fn list(&self) -> BoxFuture<'_, Result<Vec<MessageInfo>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| messages::list_open(&tx).await?) })
+    }
 
-pub(super) async fn get(tx: &Tx<'_>, id: &str) -> Result<Option<MessageInfo>, StoreError> {
-    Ok(query_infos(tx, "WHERE id = $1", &[&id])
-        .await?
-        .into_iter()
-        .next())
-}
+    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<MessageInfo>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| messages::get(&tx, &id).await?) })
+    }
 
-/// The row's seq and state, locked until the transaction ends.
-async fn lookup(tx: &Tx<'_>, id: &str) -> Result<(i64, MessageState), StoreError> {
-    let st = tx
-        .prepare_cached("SELECT seq, state FROM messages WHERE id = $1 FOR UPDATE")
-        .await?;
-    match tx.query_opt(&st, &[&id]).await? {
-        Some(row) => {
-            let state: String = row.try_get(1)?;
-            Ok((
-                row.try_get(0)?,
-                MessageState::parse(&state).unwrap_or(MessageState::Queued),
-            ))
-        }
-        None => Err(StoreError::NotFound(id.into())),
+    fn hold(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                messages::set_state(&tx, &id, MessageState::Queued, MessageState::Held).await?
+            })
+        })
+    }
+
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                messages::set_state(&tx, &id, MessageState::Held, MessageState::Queued).await?
+            })
+        })
+    }
+
+    fn retry(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                messages::set_state(&tx, &id, MessageState::Queued, MessageState::Queued).await?
+            })
+        })
+    }
+
+    fn delete(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let result = async {
+                in_tx!(self.pool, |tx| {
+                    messages::delete(&tx, &id).await?;
+                    // Its documents were never sent: their links go with it
+                    // (the purge deletes the files of links no longer active).
+                    links::revoke_for_message(&tx, &id).await?;
+                })
+            }
+            .await;
+            if result.is_ok() {
+                self.forget_lease(&id);
+            }
+            result
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE messages SET next_attempt = $1 WHERE state = 'queued'",
+                        &[&now_ms()],
+                    )
+                    .await?;
+                usize::try_from(n).unwrap_or(usize::MAX)
+            })
+        })
+    }
+
+    fn postpone(
+        &self,
+        id: &str,
+        expected_attempts: u32,
+        until_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let result = async {
+                in_tx!(self.pool, |tx| {
+                    messages::postpone(&tx, &id, expected_attempts, until_ms, &self.instance)
+                        .await?
+                })
+            }
+            .await;
+            if result.is_ok() {
+                self.forget_lease(&id);
+            }
+            result
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // A real commit, like an enqueue's: a read-only or full database,
+        // a lost connection or a stuck WAL flush all show.
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO ping (id, at) VALUES (1, $1)
+                         ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    )
+                    .await?;
+                tx.execute(&st, &[&now_ms()]).await?;
+            })
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| messages::stats(&tx).await?) })
     }
 }
 
-pub(super) async fn set_state(
-    tx: &Tx<'_>,
-    id: &str,
-    from: MessageState,
-    to: MessageState,
-) -> Result<(), StoreError> {
-    let (seq, state) = lookup(tx, id).await?;
-    if state != from {
-        return Err(StoreError::WrongState {
-            id: id.into(),
-            state,
-            expected: from.as_str(),
-        });
-    }
-    tx.execute(
-        "UPDATE messages SET state = $1, next_attempt = $2 WHERE seq = $3",
-        &[&to.as_str(), &now_ms(), &seq],
-    )
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn delete(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
-    let (seq, state) = lookup(tx, id).await?;
-    if !matches!(state, MessageState::Queued | MessageState::Held) {
-        return Err(StoreError::WrongState {
-            id: id.into(),
-            state,
-            expected: "queued or held",
-        });
-    }
-    tx.execute("DELETE FROM messages WHERE seq = $1", &[&seq])
-        .await?;
-    Ok(())
-}
-
-/// Puts the next attempt off without counting one, and gives the lease
-/// back; nothing happens when the message moved on meanwhile.
-pub(super) async fn postpone(
-    tx: &Tx<'_>,
-    id: &str,
-    expected_attempts: u32,
-    until: i64,
-    instance: &str,
-) -> Result<(), StoreError> {
-    let st = tx
-        .prepare_cached(
-            "UPDATE messages SET next_attempt = $1, lease_owner = NULL, lease_until = NULL
-             WHERE id = $2 AND state = 'queued' AND attempts = $3
-               AND (lease_owner IS NULL OR lease_owner = $4)",
-        )
-        .await?;
-    tx.execute(
-        &st,
-        &[&until, &id, &attempts_i32(expected_attempts), &instance],
-    )
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn stats(tx: &Tx<'_>) -> Result<QueueStats, StoreError> {
-    let mut stats = QueueStats::default();
-    let st = tx
-        .prepare_cached(
-            "SELECT state, count(*) FROM messages WHERE state IN ('queued', 'held')
-             GROUP BY state",
-        )
-        .await?;
-    for row in tx.query(&st, &[]).await? {
-        let state: String = row.try_get(0)?;
-        let n = u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0);
-        match MessageState::parse(&state) {
-            Some(MessageState::Queued) => stats.queued = n,
-            Some(MessageState::Held) => stats.held = n,
-            _ => {}
-        }
-    }
-    let st = tx
-        .prepare_cached("SELECT min(received_at) FROM messages WHERE state = 'queued'")
-        .await?;
-    stats.oldest_queued_at = tx.query_one(&st, &[]).await?.try_get(0)?;
-    Ok(stats)
-}
-
-/// Records one attempt (see [`crate::store::Store::record_attempt`]) and,
+/// Records one attempt (see [`QueueStore::record_attempt`]) and,
 /// when nothing is pending, finalises the message: content deleted,
 /// recipients pseudonymised, lease gone.
-pub(super) async fn apply_attempt(
+async fn apply_attempt(
     tx: &Tx<'_>,
     id: &str,
     update: &AttemptUpdate,
@@ -414,13 +268,13 @@ pub(super) async fn apply_attempt(
     // Another instance recorded an attempt since this one read the
     // message, or took the message over after this instance's lease ran
     // out: either way this attempt is not to be recorded.
-    if attempts != attempts_i32(update.expected_attempts)
+    if attempts != messages::attempts_i32(update.expected_attempts)
         || owner.as_deref().is_some_and(|o| o != instance)
     {
         return Err(StoreError::Conflict(id.into()));
     }
     if let Some(notice) = &update.bounce_notice {
-        insert(tx, notice).await?;
+        messages::insert(tx, notice).await?;
     }
     let (addresses, states, replies): (Vec<&str>, Vec<&str>, Vec<&str>) = update
         .recipients
@@ -510,19 +364,4 @@ pub(super) async fn apply_attempt(
             Ok(fin)
         }
     }
-}
-
-/// Counters of one enqueue merged per key and in key order: two
-/// transactions touching the same rows lock them in the same order.
-pub(super) fn merge_counters<'a>(
-    counters: impl Iterator<Item = &'a Counter>,
-) -> BTreeMap<&'a str, (i64, i64)> {
-    let mut merged: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for c in counters {
-        let add = i64::try_from(c.add).unwrap_or(i64::MAX);
-        let e = merged.entry(c.key.as_str()).or_insert((c.until, 0));
-        e.0 = e.0.max(c.until);
-        e.1 = e.1.saturating_add(add);
-    }
-    merged
 }

@@ -3,14 +3,14 @@
 
 use tokio_postgres::Row;
 
-use crate::store::{MessageState, RecipientState, StoreError};
-
-use super::Tx;
+use super::{PostgresStore, Tx, messages};
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::suppression::{
-    ErasedSuppression, EventOutcome, NewRelayEvent, RecipientEffect, RelayEvent,
-    SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, normalise,
+    ErasedSuppression, EventOutcome, EventSilence, NewRelayEvent, RecipientEffect, RelayEvent,
+    SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, SuppressionStore,
+    normalise, upsert_outcome,
 };
+use crate::store::{BoxFuture, MessageState, RecipientState, StoreError, now_ms};
 
 const COLUMNS: &str = "address, source, reason, detail, created_at, expires_at";
 
@@ -91,21 +91,11 @@ pub(super) async fn upsert(
     if tx.execute(&st, &params).await? == 1 {
         return Ok(SuppressOutcome::Added);
     }
-    let outcome = match get(tx, &address, true).await? {
-        Some(old) if old.active_at(now) => {
-            let longer = match (old.expires_at, entry.expires_at) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(a), Some(b)) => b > a,
-            };
-            if replace || longer {
-                SuppressOutcome::Renewed
-            } else {
-                return Ok(SuppressOutcome::Kept);
-            }
-        }
-        _ => SuppressOutcome::Added,
-    };
+    let old = get(tx, &address, true).await?;
+    let outcome = upsert_outcome(old.as_ref(), entry, replace, now);
+    if outcome == SuppressOutcome::Kept {
+        return Ok(outcome);
+    }
     let st = tx
         .prepare_cached(&format!(
             "INSERT INTO suppressions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
@@ -275,7 +265,7 @@ async fn apply_effect(
             .await?;
         }
         if let Some(n) = &effect.notice {
-            notice = Some(super::queue::insert(tx, n).await?);
+            notice = Some(messages::insert(tx, n).await?);
         }
     }
     Ok((changed, notice))
@@ -355,4 +345,103 @@ pub(super) async fn erase(
         entries,
         relay_events: usize::try_from(events).unwrap_or(usize::MAX),
     })
+}
+
+impl SuppressionStore for PostgresStore {
+    fn suppress(
+        &self,
+        entry: Suppression,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<SuppressOutcome, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                upsert(&tx, &entry, replace, now_ms()).await?
+            })
+        })
+    }
+
+    fn suppressed(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Suppression>, StoreError>> {
+        let address = address.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| lookup(&tx, &address, now_ms).await?) })
+    }
+
+    fn suppressions(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Suppression>, StoreError>> {
+        Box::pin(async move { in_tx!(self.pool, |tx| list(&tx, now_ms).await?) })
+    }
+
+    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let address = address.to_owned();
+        Box::pin(async move { in_tx!(self.pool, |tx| remove(&tx, &address).await?) })
+    }
+
+    fn record_relay_event(
+        &self,
+        event: NewRelayEvent,
+        suppress: Option<Suppression>,
+    ) -> BoxFuture<'_, Result<EventOutcome, StoreError>> {
+        let pseudonyms = self.pseudonyms_if_hidden();
+        let pseudonym = self.pseudonyms.of(&event.recipient);
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                record_event(
+                    &tx,
+                    &event,
+                    suppress.as_ref(),
+                    pseudonyms.as_ref(),
+                    &pseudonym,
+                    now_ms(),
+                )
+                .await?
+            })
+        })
+    }
+
+    fn purge_suppressions(
+        &self,
+        now_ms: i64,
+        events_before_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                purge(&tx, now_ms, events_before_ms).await?
+            })
+        })
+    }
+
+    fn suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<SubjectSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                subject(&tx, &address, &pseudonym).await?
+            })
+        })
+    }
+
+    fn erase_suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<ErasedSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        Box::pin(async move { in_tx!(self.pool, |tx| { erase(&tx, &address, &pseudonym).await? }) })
+    }
+
+    fn event_silence(
+        &self,
+        no_event_since_ms: i64,
+    ) -> BoxFuture<'_, Result<EventSilence, StoreError>> {
+        Box::pin(async move {
+            in_tx!(self.pool, |tx| {
+                super::liveness::silence(&tx, no_event_since_ms).await?
+            })
+        })
+    }
 }

@@ -3,8 +3,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::StoreError;
-use crate::store::limits::{Ban, Counter};
+use super::SqliteStore;
+use crate::store::limits::{Ban, Counter, LimitStore};
+use crate::store::{BoxFuture, StoreError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS limit_counters (
@@ -100,6 +101,42 @@ pub(super) fn purge(conn: &Connection, now: i64, keep_hourly: i64) -> Result<usi
     )?;
     let bans = conn.execute("DELETE FROM bans WHERE until <= ?1", [now])?;
     Ok(counters + bans)
+}
+
+impl LimitStore for SqliteStore {
+    fn counters(
+        &self,
+        keys: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
+        self.read(move |conn| get(conn, &keys, now_ms))
+    }
+
+    fn ban(&self, ban: Ban) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(move |conn| self::ban(conn, &ban))
+    }
+
+    fn banned(&self, ip: &str, now_ms: i64) -> BoxFuture<'_, Result<Option<Ban>, StoreError>> {
+        let ip = ip.to_owned();
+        self.read(move |conn| banned(conn, &ip, now_ms))
+    }
+
+    fn bans(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Ban>, StoreError>> {
+        self.read(move |conn| list(conn, now_ms))
+    }
+
+    fn unban(&self, ip: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let ip = ip.to_owned();
+        self.write(move |conn| unban(conn, &ip))
+    }
+
+    fn purge_limits(
+        &self,
+        now_ms: i64,
+        keep_hourly_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| purge(conn, now_ms, keep_hourly_ms))
+    }
 }
 
 #[cfg(test)]

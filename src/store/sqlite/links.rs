@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use crate::store::guesses::{self, GuessPolicy, GuessRow};
-use crate::store::{DownloadNotice, LinkRecord, LinkState, NewLink, StoreError, now_ms};
+use crate::store::{
+    BoxFuture, DownloadNotice, LinkRecord, LinkState, LinkStore, NewLink, StoreError, now_ms,
+};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS links (
@@ -277,4 +280,70 @@ fn write_guesses(
 
 pub(super) fn purge_guesses(conn: &Connection, now: i64) -> Result<usize, StoreError> {
     Ok(conn.execute("DELETE FROM link_guesses WHERE expires <= ?1", [now])?)
+}
+
+impl LinkStore for SqliteStore {
+    fn link_by_token(
+        &self,
+        token_hash: &str,
+    ) -> BoxFuture<'_, Result<Option<LinkRecord>, StoreError>> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn| by_token(conn, &hash))
+    }
+
+    fn links(&self, all: bool) -> BoxFuture<'_, Result<Vec<LinkRecord>, StoreError>> {
+        self.read(move |conn| list(conn, all))
+    }
+
+    fn revoke_link(&self, id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| revoke(conn, &id))
+    }
+
+    fn expire_links(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.write(move |conn| expire(conn, now_ms))
+    }
+
+    fn active_link_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read(active_ids)
+    }
+
+    fn record_download(
+        &self,
+        link_id: &str,
+        outcome: &'static str,
+        ip: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<DownloadNotice>, StoreError>> {
+        let id = link_id.to_owned();
+        self.write(move |conn| record_download(conn, &id, outcome, ip.as_deref()))
+    }
+
+    fn purge_links(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| purge(conn, before_ms))
+    }
+
+    fn take_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: GuessPolicy,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Result<(), std::time::Duration>, StoreError>> {
+        let keys = guesses::keys(link_id, &self.pseudonyms.of(client));
+        self.write(move |conn| take_guess(conn, &keys, &policy, now_ms))
+    }
+
+    fn give_back_guess(
+        &self,
+        link_id: &str,
+        client: &str,
+        policy: GuessPolicy,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let keys = guesses::keys(link_id, &self.pseudonyms.of(client));
+        self.write(move |conn| give_back_guess(conn, &keys, &policy))
+    }
+
+    fn purge_guesses(&self, now_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| purge_guesses(conn, now_ms))
+    }
 }

@@ -2,11 +2,15 @@
 //! pseudonymisation when a message becomes final, retention, and the data
 //! subject's records (`gdpr export` / `gdpr erase`).
 
+use std::sync::atomic::Ordering;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::{
-    Erased, LinkRecord, StoreError, SubjectAttempt, SubjectDownload, SubjectMessage, SubjectRecords,
+    AfterErase, BoxFuture, Erased, LinkRecord, LogStore, StoreError, SubjectAttempt,
+    SubjectDownload, SubjectMessage, SubjectRecords,
 };
 
 pub(super) const SCHEMA: &str = "
@@ -264,51 +268,63 @@ pub(super) fn erase(
             "DELETE FROM recipients WHERE message_seq = ?1 AND idx = ?2",
             params![seq, idx],
         )?;
-        erased.recipients += 1;
         // The documents of a message to this person are about them as
         // often as not: they go, for every recipient of that message.
         for link in links_of(conn, &id)? {
-            if link.state == crate::store::LinkState::Active {
-                erased.links_revoked.push(link.id.clone());
-            }
-            erased.downloads +=
-                conn.execute("DELETE FROM downloads WHERE link_id = ?1", [&link.id])?;
+            let downloads = conn.execute("DELETE FROM downloads WHERE link_id = ?1", [&link.id])?;
             conn.execute("DELETE FROM links WHERE id = ?1", [&link.id])?;
+            erased.link_deleted(&link, downloads);
         }
         let left: i64 = conn.query_row(
             "SELECT count(*) FROM recipients WHERE message_seq = ?1",
             [seq],
             |r| r.get(0),
         )?;
-        let queued = state == "queued" || state == "held";
-        if left > 0 {
-            // Kept for the others: the address (or its pseudonym) may still
-            // be quoted in upstream replies.
-            for who in [stored.as_str(), address, pseudonym] {
-                conn.execute(
-                    "UPDATE messages SET last_error = replace(last_error, ?2, '[erased]')
-                     WHERE seq = ?1",
-                    params![seq, who],
-                )?;
-                conn.execute(
-                    "UPDATE attempts SET reply = replace(reply, ?2, '[erased]')
-                     WHERE message_seq = ?1",
-                    params![seq, who],
-                )?;
+        match erased.recipient_deleted(id, &state, left > 0) {
+            AfterErase::ScrubMessage => {
+                for who in [stored.as_str(), address, pseudonym] {
+                    conn.execute(
+                        "UPDATE messages SET last_error = replace(last_error, ?2, '[erased]')
+                         WHERE seq = ?1",
+                        params![seq, who],
+                    )?;
+                    conn.execute(
+                        "UPDATE attempts SET reply = replace(reply, ?2, '[erased]')
+                         WHERE message_seq = ?1",
+                        params![seq, who],
+                    )?;
+                }
             }
-        }
-        if left == 0 {
-            conn.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
-            if queued {
-                erased.queued_deleted.push(id);
-            } else {
-                erased.log_entries += 1;
+            AfterErase::DeleteMessage => {
+                conn.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
             }
-        } else if queued {
-            // Still due to others; its header block still names this
-            // address, which the caller reports.
-            erased.queued_kept.push(id);
         }
     }
     Ok(erased)
+}
+
+impl LogStore for SqliteStore {
+    fn set_clear_recipients(&self, clear: bool) {
+        self.clear_recipients.store(clear, Ordering::Relaxed);
+    }
+
+    fn purge_log(&self, before_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| purge(conn, before_ms))
+    }
+
+    fn oldest_record(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.read(oldest)
+    }
+
+    fn subject_records(&self, address: &str) -> BoxFuture<'_, Result<SubjectRecords, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.read(move |conn| subject(conn, &address, &pseudonym))
+    }
+
+    fn erase_subject(&self, address: &str) -> BoxFuture<'_, Result<Erased, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.write(move |conn| erase(conn, &address, &pseudonym))
+    }
 }

@@ -1,14 +1,18 @@
 //! The suppression list and the relay's delivery events in the embedded
 //! store (see `crate::store::suppression` for what is kept and why).
 
+use std::sync::atomic::Ordering;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::suppression::{
-    ErasedSuppression, EventOutcome, NewRelayEvent, RecipientEffect, RelayEvent,
-    SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, normalise,
+    ErasedSuppression, EventOutcome, EventSilence, NewRelayEvent, RecipientEffect, RelayEvent,
+    SubjectSuppression, SuppressOutcome, Suppression, SuppressionSource, SuppressionStore,
+    normalise, upsert_outcome,
 };
-use crate::store::{MessageState, RecipientState, StoreError};
+use crate::store::{BoxFuture, MessageState, RecipientState, StoreError, now_ms};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS suppressions (
@@ -89,21 +93,10 @@ pub(super) fn upsert(
     now: i64,
 ) -> Result<SuppressOutcome, StoreError> {
     let address = normalise(&entry.address);
-    let outcome = match get(conn, &address)? {
-        Some(old) if old.active_at(now) => {
-            let longer = match (old.expires_at, entry.expires_at) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(a), Some(b)) => b > a,
-            };
-            if replace || longer {
-                SuppressOutcome::Renewed
-            } else {
-                return Ok(SuppressOutcome::Kept);
-            }
-        }
-        _ => SuppressOutcome::Added,
-    };
+    let outcome = upsert_outcome(get(conn, &address)?.as_ref(), entry, replace, now);
+    if outcome == SuppressOutcome::Kept {
+        return Ok(outcome);
+    }
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO suppressions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
     ))?
@@ -213,7 +206,7 @@ fn apply_effect(
     let Some(new_rank) = effect.state.after_handover_rank() else {
         return Ok((None, None));
     };
-    let (seq, message_state) = super::lookup(conn, id)?;
+    let (seq, message_state) = super::queue::lookup(conn, id)?;
     // While the message is final the log names the recipient by its
     // pseudonym; before (an event overtaking our own record) in clear.
     let rows: Vec<(i64, String)> = conn
@@ -247,7 +240,7 @@ fn apply_effect(
                 .execute([seq])?;
         }
         if let Some(n) = &effect.notice {
-            notice = Some(super::insert_message(conn, n)?);
+            notice = Some(super::queue::insert_message(conn, n)?);
         }
     }
     Ok((changed, notice))
@@ -310,6 +303,87 @@ pub(super) fn erase(
             params![pseudonym, normalise(address)],
         )?,
     })
+}
+
+impl SuppressionStore for SqliteStore {
+    fn suppress(
+        &self,
+        entry: Suppression,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<SuppressOutcome, StoreError>> {
+        self.write(move |conn| upsert(conn, &entry, replace, now_ms()))
+    }
+
+    fn suppressed(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Suppression>, StoreError>> {
+        let address = address.to_owned();
+        self.read(move |conn| lookup(conn, &address, now_ms))
+    }
+
+    fn suppressions(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Suppression>, StoreError>> {
+        self.read(move |conn| list(conn, now_ms))
+    }
+
+    fn unsuppress(&self, address: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let address = address.to_owned();
+        self.write(move |conn| remove(conn, &address))
+    }
+
+    fn record_relay_event(
+        &self,
+        event: NewRelayEvent,
+        suppress: Option<Suppression>,
+    ) -> BoxFuture<'_, Result<EventOutcome, StoreError>> {
+        let pseudonyms =
+            (!self.clear_recipients.load(Ordering::Relaxed)).then(|| self.pseudonyms.clone());
+        let pseudonym = self.pseudonyms.of(&event.recipient);
+        self.write(move |conn| {
+            record_event(
+                conn,
+                &event,
+                suppress.as_ref(),
+                pseudonyms.as_ref(),
+                &pseudonym,
+                now_ms(),
+            )
+        })
+    }
+
+    fn purge_suppressions(
+        &self,
+        now_ms: i64,
+        events_before_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        self.write(move |conn| purge(conn, now_ms, events_before_ms))
+    }
+
+    fn suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<SubjectSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.read(move |conn| subject(conn, &address, &pseudonym))
+    }
+
+    fn erase_suppression_subject(
+        &self,
+        address: &str,
+    ) -> BoxFuture<'_, Result<ErasedSuppression, StoreError>> {
+        let address = address.to_owned();
+        let pseudonym = self.pseudonyms.of(&address);
+        self.write(move |conn| erase(conn, &address, &pseudonym))
+    }
+
+    fn event_silence(
+        &self,
+        no_event_since_ms: i64,
+    ) -> BoxFuture<'_, Result<EventSilence, StoreError>> {
+        self.read(move |conn| super::liveness::silence(conn, no_event_since_ms))
+    }
 }
 
 #[cfg(test)]
