@@ -54,7 +54,7 @@ struct Entry {
     dsn: Option<Dsn>,
 }
 
-/// The bounce notice of an outcome (see [`super::bounce_notice`]).
+/// The bounce notice of an outcome (see [`super::outcome`]).
 #[derive(Serialize, Deserialize)]
 struct Dsn {
     id: String,

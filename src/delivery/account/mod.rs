@@ -37,8 +37,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ::metrics::{counter, describe_counter, describe_gauge, gauge};
 
+use super::Engine;
+use super::attempt::Conn;
+use super::outcome::{Handled, Outcome};
 use super::relay::{self, Probe, RcptResult, Stage};
-use super::{Conn, Engine, Handled, Outcome};
 use crate::config::{Config, UpstreamMode};
 use crate::store::{MessageInfo, MessageState, RecipientState, now_ms};
 use detect::{ACCOUNT_MARK, Cause, Detector, HELD_MARK, Rules, Seen, Verdict};
@@ -548,7 +550,7 @@ async fn expire_one(engine: &Engine, config: &Config, stale: &MessageInfo) -> Ha
         cap_wait: None,
         keep_place: false,
     };
-    super::record(engine, config, &msg, &content, outcome, Duration::ZERO).await
+    super::outcome::record(engine, config, &msg, &content, outcome, Duration::ZERO).await
 }
 
 #[cfg(test)]
