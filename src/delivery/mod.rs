@@ -28,6 +28,7 @@
 //!
 //! The files, in the order a message meets them: `scheduler` (dispatch,
 //! the workers), `attempt` (one attempt, up to the upstream's answer),
+//! `courier` (how it leaves: outbox file or upstream relay),
 //! `outcome` (recording it, the DSN, the recorder of kept outcomes); beside
 //! them `breaker` (pacer, circuit breaker) and `health` (what `/readyz`
 //! reads). This file holds what they share and starts them.
@@ -36,6 +37,7 @@ pub mod account;
 mod attempt;
 mod breaker;
 pub mod caps;
+mod courier;
 pub mod dsn;
 pub mod egress;
 mod health;

@@ -11,9 +11,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Engine;
-use super::attempt::{Conn, deliver};
+use super::attempt::deliver;
 use super::breaker::Flow;
+use super::courier::{Conn, Outbox};
 use super::outcome::Handled;
+use crate::config::UpstreamMode;
 use crate::store::{MessageInfo, now_ms};
 
 /// How often the scheduler looks at the store without being woken.
@@ -147,7 +149,14 @@ pub(super) async fn worker(
             break;
         };
         let id = msg.id.clone();
-        match deliver(&engine, &mut conn, msg).await {
+        // The running configuration picks the courier, message by message
+        // (a reload may switch modes); the connection stays with the worker.
+        let config = engine.shared.config();
+        let handled = match config.upstream.mode {
+            UpstreamMode::Outbox => deliver(&engine, &config, &mut Outbox, msg).await,
+            UpstreamMode::Relay => deliver(&engine, &config, &mut conn, msg).await,
+        };
+        match handled {
             Handled::Done => engine.release(&id),
             Handled::StoreFailed => {
                 // Nothing was sent: keep the message out of dispatch for a

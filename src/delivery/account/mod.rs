@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ::metrics::{counter, describe_counter, describe_gauge, gauge};
 
 use super::Engine;
-use super::attempt::Conn;
+use super::courier::Conn;
 use super::outcome::{Handled, Outcome};
 use super::relay::{self, Probe, RcptResult, Stage};
 use crate::config::{Config, UpstreamMode};
@@ -310,7 +310,7 @@ pub(super) async fn relay(
     pending: &[String],
     content: &[u8],
 ) -> Relayed {
-    let attempt = super::attempt::to_relay(config, conn, &msg.sender, pending, content).await;
+    let attempt = super::courier::to_relay(config, conn, &msg.sender, pending, content).await;
     let prev = |rcpt: &str| {
         msg.recipients
             .iter()
