@@ -10,8 +10,7 @@ use super::breaker::Flow;
 use super::courier::Courier;
 use super::outcome::{Handled, Outcome, record};
 use super::relay::RcptResult;
-use super::scheduler::POLL;
-use super::{Engine, caps};
+use super::{Engine, POLL, caps};
 use crate::config::Config;
 use crate::store::{MessageInfo, MessageState, RecipientState, Store, now_ms};
 

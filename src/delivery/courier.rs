@@ -125,7 +125,9 @@ impl Courier for Conn {
             self.close().await;
             self.egress = egress;
         }
-        let relayed = account::relay(engine, config, self, msg, recipients, content).await;
+        let attempt = to_relay(config, self, &msg.sender, recipients, content).await;
+        let relayed =
+            account::judge_replies(engine, config, msg, attempt.results, attempt.usable).await;
         Some(Sent {
             results: relayed.results,
             usable: relayed.usable,
@@ -159,7 +161,7 @@ async fn pick_egress(
 }
 
 /// A relay attempt's replies, each with the stage it came from.
-pub(super) struct Attempt {
+struct Attempt {
     pub results: Vec<(String, RcptResult, Stage)>,
     /// Whether the upstream was usable (it answered the transaction) or not
     /// (unreachable, refused the connection, broken connection, `421`),
@@ -168,7 +170,7 @@ pub(super) struct Attempt {
 }
 
 /// Sends to the upstream over `conn`, connecting first when needed.
-pub(super) async fn to_relay(
+async fn to_relay(
     config: &Config,
     conn: &mut Conn,
     sender: &str,

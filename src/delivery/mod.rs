@@ -50,6 +50,7 @@ pub mod unrecorded;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
@@ -60,6 +61,9 @@ use outcome::{record_kept, record_kept_once};
 use scheduler::{schedule, worker};
 
 pub use health::{Contact, Pause};
+
+/// How often the scheduler looks at the store without being woken.
+const POLL: Duration = Duration::from_secs(1);
 
 /// What the scheduler, the workers, the recorder and the account watch
 /// share.

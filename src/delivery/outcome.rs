@@ -13,9 +13,8 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::relay::RcptResult;
-use super::scheduler::POLL;
 use super::unrecorded::{Kept, LogEvery};
-use super::{Engine, dsn};
+use super::{Engine, POLL, dsn};
 use crate::config::Config;
 use crate::store::{AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, now_ms};
 

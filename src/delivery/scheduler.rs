@@ -10,16 +10,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Engine;
 use super::attempt::deliver;
 use super::breaker::Flow;
 use super::courier::{Conn, Outbox};
 use super::outcome::Handled;
+use super::{Engine, POLL};
 use crate::config::UpstreamMode;
 use crate::store::{MessageInfo, now_ms};
 
-/// How often the scheduler looks at the store without being woken.
-pub(super) const POLL: Duration = Duration::from_secs(1);
 /// An upstream connection idle this long is closed politely.
 const IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// How long a message whose store access failed stays out of dispatch.

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant, SystemTime};
 use ::metrics::{counter, describe_counter, describe_gauge, gauge};
 
 use super::Engine;
-use super::courier::Conn;
 use super::outcome::{Handled, Outcome};
 use super::relay::{self, Probe, RcptResult, Stage};
 use crate::config::{Config, UpstreamMode};
@@ -300,25 +299,24 @@ pub(super) struct Relayed {
     pub keep_place: bool,
 }
 
-/// Relays `msg` to `pending` and applies [`detect`]'s verdicts: account-wide
-/// refusals and refusals held once stay pending instead of bouncing.
-pub(super) async fn relay(
+/// Applies [`detect`]'s verdicts to the replies of one relay attempt for
+/// `msg` (each with its stage, and whether the upstream was usable, as
+/// `super::courier::to_relay` found them): account-wide refusals and
+/// refusals held once stay pending instead of bouncing.
+pub(super) async fn judge_replies(
     engine: &Engine,
     config: &Config,
-    conn: &mut Conn,
     msg: &MessageInfo,
-    pending: &[String],
-    content: &[u8],
+    replies: Vec<(String, RcptResult, Stage)>,
+    usable: Result<(), String>,
 ) -> Relayed {
-    let attempt = super::courier::to_relay(config, conn, &msg.sender, pending, content).await;
     let prev = |rcpt: &str| {
         msg.recipients
             .iter()
             .find(|r| r.address == rcpt)
             .and_then(|r| r.reply.as_deref())
     };
-    let seen: Vec<Seen<'_>> = attempt
-        .results
+    let seen: Vec<Seen<'_>> = replies
         .iter()
         .map(|(rcpt, result, stage)| Seen {
             recipient: rcpt,
@@ -339,9 +337,8 @@ pub(super) async fn relay(
     );
     drop(seen);
     let wide = judgement.account_wide.is_some();
-    let at_connect = attempt.results.iter().any(|(_, _, s)| *s == Stage::Connect);
-    let results = attempt
-        .results
+    let at_connect = replies.iter().any(|(_, _, s)| *s == Stage::Connect);
+    let results = replies
         .into_iter()
         .zip(judgement.verdicts)
         .map(|((rcpt, result, stage), verdict)| {
@@ -367,7 +364,7 @@ pub(super) async fn relay(
     }
     Relayed {
         results,
-        usable: (!(wide && at_connect)).then_some(attempt.usable),
+        usable: (!(wide && at_connect)).then_some(usable),
         keep_place: wide,
     }
 }
