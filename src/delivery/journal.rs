@@ -24,13 +24,19 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::unrecorded::Kept;
 use crate::store::{AttemptUpdate, NewMessage, RecipientState};
 
 pub const FILE_NAME: &str = "delivery-outcomes.journal";
 /// Reserved space: a kept outcome without a DSN takes a few hundred bytes,
 /// one with a DSN (headers of the original only) a few KB.
 pub const SIZE: u64 = 1024 * 1024;
+
+/// One attempt's outcome, waiting to be recorded.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub queue_id: String,
+    pub update: AttemptUpdate,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

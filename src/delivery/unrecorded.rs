@@ -16,14 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::journal::{Journal, JournalError};
-use crate::store::AttemptUpdate;
 
-/// One attempt's outcome, waiting to be recorded.
-#[derive(Debug, Clone)]
-pub struct Kept {
-    pub queue_id: String,
-    pub update: AttemptUpdate,
-}
+// Defined beside the journal, which reads and writes it.
+pub use super::journal::Kept;
 
 #[derive(Default)]
 struct State {
@@ -187,6 +182,7 @@ impl LogEvery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AttemptUpdate;
 
     fn kept(id: &str) -> Kept {
         Kept {
