@@ -26,21 +26,21 @@ pub(super) struct Sent {
 }
 
 /// One way out for a message.
-pub(super) trait Courier: Send {
+pub(super) trait Courier {
     /// Whether it goes through the upstream, so that the circuit breaker
     /// and the account pause hold it back.
     const UPSTREAM: bool;
 
     /// Sends `msg` (its final `content`) to `recipients`. `None`: shutdown
     /// came first and nothing was sent.
-    fn send(
+    async fn send(
         &mut self,
         engine: &Engine,
         config: &Config,
         msg: &MessageInfo,
         recipients: &[String],
         content: &Arc<Vec<u8>>,
-    ) -> impl Future<Output = Option<Sent>> + Send;
+    ) -> Option<Sent>;
 }
 
 /// Outbox mode: the message written to `DATA_DIR/outbox` ([`outbox`]).
