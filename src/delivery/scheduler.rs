@@ -30,6 +30,14 @@ impl Engine {
         self.in_flight.lock().map(|s| s.len()).unwrap_or(0)
     }
 
+    /// Marks `id` in flight; `false` when a worker already holds it.
+    pub(super) fn claim(&self, id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .map(|mut s| s.insert(id.to_owned()))
+            .unwrap_or(false)
+    }
+
     pub(super) fn release(&self, id: &str) {
         if let Ok(mut s) = self.in_flight.lock() {
             s.remove(id);
@@ -97,12 +105,7 @@ pub(super) async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>
         };
         let mut dispatched = 0;
         for msg in due {
-            let fresh = engine
-                .in_flight
-                .lock()
-                .map(|mut s| s.insert(msg.id.clone()))
-                .unwrap_or(false);
-            if !fresh {
+            if !engine.claim(&msg.id) {
                 continue;
             }
             tokio::select! {

@@ -100,13 +100,22 @@ impl RecipientState {
     /// only a later stage replaces an earlier one, so a `sent` arriving
     /// after a `bounce` (events come out of order) changes nothing. `None`
     /// for states the relay's events never touch (not handed over).
-    pub fn after_handover_rank(self) -> Option<u8> {
+    fn after_handover_rank(self) -> Option<u8> {
         match self {
             RecipientState::Delivered => Some(0),
             RecipientState::Sent => Some(1),
             RecipientState::Complained => Some(2),
             RecipientState::Bounced | RecipientState::Blocked => Some(3),
             RecipientState::Pending | RecipientState::Failed => None,
+        }
+    }
+
+    /// Whether a relay event may move a recipient from `self` (as stored)
+    /// to `to`: both after the hand-over, and `to` a later stage.
+    pub fn advances_to(self, to: RecipientState) -> bool {
+        match (self.after_handover_rank(), to.after_handover_rank()) {
+            (Some(from), Some(to)) => to > from,
+            _ => false,
         }
     }
 
@@ -305,4 +314,21 @@ pub trait QueueStore {
 
     /// Counts of the messages not yet final, for monitoring.
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecipientState::*;
+
+    #[test]
+    fn relay_events_only_move_a_recipient_forward() {
+        assert!(Delivered.advances_to(Sent));
+        assert!(Sent.advances_to(Bounced));
+        assert!(Complained.advances_to(Blocked));
+        assert!(!Bounced.advances_to(Sent), "a late `sent` undoes nothing");
+        assert!(!Bounced.advances_to(Blocked), "the first failure stays");
+        assert!(!Pending.advances_to(Bounced), "not handed over yet");
+        assert!(!Failed.advances_to(Sent));
+        assert!(!Delivered.advances_to(Pending));
+    }
 }

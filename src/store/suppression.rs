@@ -164,7 +164,7 @@ pub struct NewRelayEvent {
 
 /// A relay event's change to one recipient of one of our messages. Only a
 /// later stage replaces an earlier one
-/// ([`crate::store::RecipientState::after_handover_rank`]), so repeated and
+/// ([`crate::store::RecipientState::advances_to`]), so repeated and
 /// out-of-order events change nothing twice.
 #[derive(Debug, Clone)]
 pub struct RecipientEffect {

@@ -494,12 +494,7 @@ async fn expire(engine: &Engine, config: &Config) {
         }
     };
     for msg in due.into_iter().filter(|m| too_old(m.received_at)) {
-        let fresh = engine
-            .in_flight
-            .lock()
-            .map(|mut s| s.insert(msg.id.clone()))
-            .unwrap_or(false);
-        if !fresh {
+        if !engine.claim(&msg.id) {
             continue;
         }
         match expire_one(engine, config, &msg).await {

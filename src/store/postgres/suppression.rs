@@ -214,9 +214,10 @@ async fn apply_effect(
     effect: &RecipientEffect,
     reply: &str,
 ) -> Result<(Option<RecipientState>, Option<String>), StoreError> {
-    let Some(new_rank) = effect.state.after_handover_rank() else {
+    if !RecipientState::Delivered.advances_to(effect.state) {
+        // Not a stage after the hand-over: nothing an event may set.
         return Ok((None, None));
-    };
+    }
     let Some(row) = tx
         .query_opt(
             "SELECT seq, state FROM messages WHERE id = $1 FOR UPDATE",
@@ -241,11 +242,7 @@ async fn apply_effect(
     for r in rows {
         let idx: i32 = r.try_get(0)?;
         let state: String = r.try_get(1)?;
-        let Some(old_rank) = RecipientState::parse(&state).and_then(|s| s.after_handover_rank())
-        else {
-            continue;
-        };
-        if new_rank <= old_rank {
+        if !RecipientState::parse(&state).is_some_and(|old| old.advances_to(effect.state)) {
             continue;
         }
         tx.execute(

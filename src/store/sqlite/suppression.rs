@@ -203,9 +203,10 @@ fn apply_effect(
     effect: &RecipientEffect,
     reply: &str,
 ) -> Result<(Option<RecipientState>, Option<String>), StoreError> {
-    let Some(new_rank) = effect.state.after_handover_rank() else {
+    if !RecipientState::Delivered.advances_to(effect.state) {
+        // Not a stage after the hand-over: nothing an event may set.
         return Ok((None, None));
-    };
+    }
     let (seq, message_state) = super::queue::lookup(conn, id)?;
     // While the message is final the log names the recipient by its
     // pseudonym; before (an event overtaking our own record) in clear.
@@ -220,11 +221,7 @@ fn apply_effect(
         .collect::<Result<_, _>>()?;
     let mut changed = None;
     for (idx, state) in rows {
-        let Some(old_rank) = RecipientState::parse(&state).and_then(|s| s.after_handover_rank())
-        else {
-            continue;
-        };
-        if new_rank <= old_rank {
+        if !RecipientState::parse(&state).is_some_and(|old| old.advances_to(effect.state)) {
             continue;
         }
         conn.prepare_cached(
