@@ -14,11 +14,15 @@ use anyhow::Context as _;
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
 use crate::accounts::Accounts;
-use crate::config::{AttachmentMode, Config, LinkPassword, PiiPolicy, SignedPolicy};
-use crate::policy::{self, rules};
-use crate::privacy::{self, pii};
-use crate::transform::attachments::{self as att, ExtractOptions, Scan};
-use crate::transform::{self, documents};
+use crate::config::{Config, PiiPolicy};
+use crate::pipeline::{self, Plan};
+use crate::policy;
+use crate::privacy::pii;
+use crate::privacy::policy::Decision as PiiDecision;
+use crate::session::{refusal_reply, reply};
+use crate::transform;
+use crate::transform::attachments::Scan;
+use crate::transform::documents::{self, DocumentsError, Fate, Password};
 
 /// `schleuse rules …`
 #[derive(clap::Subcommand)]
@@ -129,13 +133,30 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
         !recipients.is_empty(),
         "the message names no recipients in To:/Cc:; give them with --rcpt"
     );
+    let facts = pipeline::Facts {
+        config,
+        account,
+        sender: &sender,
+        recipients: &recipients,
+        message: &message,
+    };
+    Ok(dry_run(&facts, &args.file.display().to_string()).1)
+}
 
+/// The plan DATA would act on for these facts, and the report on it.
+pub fn dry_run(facts: &pipeline::Facts<'_>, name: &str) -> (Plan, String) {
+    let (config, account, sender, recipients, message) = (
+        facts.config,
+        facts.account,
+        facts.sender,
+        facts.recipients,
+        facts.message,
+    );
     let mut out = String::new();
     let o = &mut out;
     let _ = writeln!(
         o,
-        "Dry run: nothing is sent, queued or stored.\n\nmessage:     {} ({} bytes)\naccount:     {}\nenvelope:    from <{sender}> to {}",
-        args.file.display(),
+        "Dry run: nothing is sent, queued or stored.\n\nmessage:     {name} ({} bytes)\naccount:     {}\nenvelope:    from <{sender}> to {}",
         message.len(),
         account.name,
         recipients
@@ -163,9 +184,7 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             format!("{:?}", config.sending).to_ascii_lowercase()
         ),
         match config.sending {
-            crate::config::Sending::Disabled => {
-                Err(crate::session::reply::SENDING_DISABLED.log_text())
-            }
+            crate::config::Sending::Disabled => Err(reply::SENDING_DISABLED.log_text()),
             _ => Ok(()),
         },
     );
@@ -174,11 +193,11 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             "envelope sender <{sender}> allowed for account {}",
             account.name
         ),
-        policy::check_envelope_sender(account, &sender).map_err(|r| r.log_text()),
+        policy::check_envelope_sender(account, sender).map_err(|r| r.log_text()),
     );
     check(
         "From: address(es) allowed for the account".into(),
-        policy::check_header_from(account, &message).map_err(|r| r.log_text()),
+        policy::check_header_from(account, message).map_err(|r| r.log_text()),
     );
     check(
         format!(
@@ -187,7 +206,7 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             config.limits.max_message_size
         ),
         if message.len() as u64 > config.limits.max_message_size {
-            Err(crate::session::reply::TOO_BIG.log_text())
+            Err(reply::TOO_BIG.log_text())
         } else {
             Ok(())
         },
@@ -201,64 +220,69 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
         if recipients.len() > max {
             Err(format!(
                 "{} (for every recipient after the {max}th)",
-                crate::session::reply::TOO_MANY_RCPTS.log_text()
+                reply::TOO_MANY_RCPTS.log_text()
             ))
         } else {
             Ok(())
         },
     );
 
-    // The rules, exactly as the session runs them.
-    let opts = ExtractOptions {
-        inline_image_max: usize::try_from(config.attachments.inline_image_max)
-            .unwrap_or(usize::MAX),
-    };
-    let scanned = att::scan(&message, &opts);
-    let has_attachments = rules::needs_attachment_scan(&config.rules)
-        .then(|| rules::scan_has_attachments(&message, &config.attachments));
-    let decision = rules::evaluate(
-        config,
-        &rules::Facts {
-            account,
-            sender: &sender,
-            recipients: &recipients,
-            message: &message,
-            has_attachments,
-        },
+    // Every decision below is the plan's: the same function DATA runs.
+    let plan = pipeline::plan(facts);
+    refusals.extend(
+        plan.refusals()
+            .iter()
+            .map(|r| refusal_reply(&plan, r).log_text()),
     );
     let _ = writeln!(o, "\nRules (first match decides):");
-    for r in &decision.reasons {
+    for r in &plan.rule.reasons {
         let _ = writeln!(o, "  {r}");
     }
     let _ = writeln!(
         o,
         "\nmatched rule: {}",
-        decision
+        plan.rule
             .rule
             .as_deref()
             .unwrap_or("(none: global settings)")
     );
-    let e = &decision.effective;
+    let e = &plan.rule.effective;
     let _ = writeln!(o, "\nEffective settings:");
     for (k, v) in e.describe() {
         let _ = writeln!(o, "  {k:<16}{v}");
     }
-    let mut held: Vec<String> = Vec::new();
-    match &decision.verdict {
-        rules::Verdict::Refuse(r) => refusals.push(r.log_text()),
-        rules::Verdict::Hold(why) => held.push(why.clone()),
-        rules::Verdict::Accept => {}
-    }
+    let mut held: Vec<String> = plan.rule_hold().map(str::to_owned).into_iter().collect();
     if config.sending == crate::config::Sending::Paused {
         held.push("sending = \"paused\"".into());
     }
+    if matches!(plan.pii, PiiDecision::Hold { .. }) {
+        held.push("pii".into());
+    }
+    let found_pii = write_pii(o, &plan, config, message);
+    write_documents(o, &plan, config, message);
+    write_header(o, &plan, facts, &mut refusals);
 
-    // PII: categories only, never the data.
-    let privacy_cfg = e.privacy(&config.privacy);
+    let _ = writeln!(o);
+    let outcome = match (refusals.first(), held.is_empty()) {
+        (Some(r), _) => format!("REFUSED with {r}"),
+        (None, false) => format!("ACCEPTED and HELD ({})", held.join(", ")),
+        (None, true) => "ACCEPTED for delivery".to_owned(),
+    };
+    let _ = writeln!(o, "outcome: {outcome}");
+    if e.pii == PiiPolicy::Off && found_pii {
+        let _ = writeln!(o, "(the PII findings are not acted on: pii = off)");
+    }
+    (plan, out)
+}
+
+/// PII: categories only, never the data. True when anything was found.
+fn write_pii(o: &mut String, plan: &Plan, config: &Config, message: &[u8]) -> bool {
+    let e = &plan.rule.effective;
+    // The counts are for the report only; the decision is the plan's.
     let findings = pii::scan_message(
-        &message,
+        message,
         &pii::Options {
-            signature_marker: privacy_cfg.signature_marker.clone(),
+            signature_marker: plan.privacy(&config.privacy).signature_marker.clone(),
         },
     );
     let _ = writeln!(
@@ -268,41 +292,37 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
     );
     if findings.is_empty() {
         let _ = writeln!(o, "  nothing found");
-    } else {
-        let found: Vec<String> = findings
-            .categories
-            .iter()
-            .map(|c| format!("{} ({}x)", c.as_str(), findings.count(*c)))
-            .collect();
-        let _ = writeln!(o, "  found: {}", found.join(", "));
-        let consequence = match privacy::policy::decide(&message, &privacy_cfg) {
-            privacy::policy::Decision::Pass => "no action (pii = off)".to_owned(),
-            privacy::policy::Decision::Tag { note } => {
-                format!("relayed; delivery log note {note:?}")
-            }
-            privacy::policy::Decision::Warn { .. } => {
-                "relayed; the staff member gets a notice naming the categories".into()
-            }
-            privacy::policy::Decision::Hold { .. } => {
-                held.push("pii".into());
-                "accepted and held for an admin".into()
-            }
-            privacy::policy::Decision::Reject { text } => {
-                let r = format!("550 5.7.1 {text}");
-                refusals.push(r.clone());
-                format!("refused: {r}")
-            }
-        };
-        let _ = writeln!(o, "  -> {consequence}");
+        return false;
     }
+    let found: Vec<String> = findings
+        .categories
+        .iter()
+        .map(|c| format!("{} ({}x)", c.as_str(), findings.count(*c)))
+        .collect();
+    let _ = writeln!(o, "  found: {}", found.join(", "));
+    let consequence = match &plan.pii {
+        PiiDecision::Pass => "no action (pii = off)".to_owned(),
+        PiiDecision::Tag { note } => format!("relayed; delivery log note {note:?}"),
+        PiiDecision::Warn { .. } => {
+            "relayed; the staff member gets a notice naming the categories".into()
+        }
+        PiiDecision::Hold { .. } => "accepted and held for an admin".into(),
+        PiiDecision::Reject { text } => format!("refused: 550 5.7.1 {text}"),
+    };
+    let _ = writeln!(o, "  -> {consequence}");
+    true
+}
 
-    // Documents.
+/// The documents: what the scan finds (listed for the report) and what
+/// the plan does with them.
+fn write_documents(o: &mut String, plan: &Plan, config: &Config, message: &[u8]) {
+    let e = &plan.rule.effective;
     let _ = writeln!(
         o,
         "\nAttachments (attachments = {}):",
         format!("{:?}", e.attachments).to_ascii_lowercase()
     );
-    match &scanned {
+    match documents::scan(message, &config.attachments) {
         Ok(Scan::Clean) => {
             let _ = writeln!(o, "  none");
         }
@@ -310,27 +330,15 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             let _ = writeln!(
                 o,
                 "  signed or encrypted message (never altered){}",
-                if *has_attachments {
+                if has_attachments {
                     ", with attachments"
                 } else {
                     ""
                 }
             );
-            if *has_attachments && e.attachments != AttachmentMode::Keep {
-                if e.signed == SignedPolicy::Reject {
-                    let r = format!(
-                        "554 5.7.1 Message refused: {}",
-                        documents::DocumentsError::SealedRefused
-                    );
-                    let _ = writeln!(o, "  -> refused (signed = reject): {r}");
-                    refusals.push(r);
-                } else {
-                    let _ = writeln!(o, "  -> relayed unchanged (signed = pass)");
-                }
-            }
         }
-        Ok(Scan::Extract(plan)) => {
-            let rows: Vec<Vec<String>> = plan
+        Ok(Scan::Extract(found)) => {
+            let rows: Vec<Vec<String>> = found
                 .documents
                 .iter()
                 .map(|d| {
@@ -344,81 +352,68 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             for line in super::table(&["NAME", "TYPE", "BYTES"], &rows).lines() {
                 let _ = writeln!(o, "  {line}");
             }
-            match e.attachments {
-                AttachmentMode::Keep => {
-                    let _ = writeln!(o, "  -> relayed as they are (attachments = keep)");
-                }
-                AttachmentMode::Reject => {
-                    let r = format!(
-                        "550 5.7.1 Message refused: {}",
-                        documents::DocumentsError::AttachmentsRefused
-                    );
-                    let _ = writeln!(o, "  -> refused (attachments = reject): {r}");
-                    refusals.push(r);
-                }
-                AttachmentMode::Link => {
-                    let cfg = e.attachments(&config.attachments);
-                    match documents::control(&message) {
-                        Ok(control) => {
-                            let expiry = control
-                                .expiry
-                                .map_or(cfg.expiry, |asked| asked.min(cfg.max_expiry));
-                            let password = match (cfg.password, &control.password) {
-                                (LinkPassword::Off, _) => "none (link_password = off)",
-                                (_, Some(_)) => "the app's (X-Schleuse-Link-Password)",
-                                (LinkPassword::Optional, None) => "none",
-                                (LinkPassword::Required, None) => {
-                                    "generated, sent to the staff member only"
-                                }
-                            };
-                            let _ = writeln!(
-                                o,
-                                "  -> {} document(s) become links: expiry {}, password {password}",
-                                plan.documents.len(),
-                                humantime::format_duration(expiry)
-                            );
-                        }
-                        Err(err) => {
-                            let r = format!("554 5.6.0 Message refused: {err}");
-                            let _ = writeln!(o, "  -> refused: {r}");
-                            refusals.push(r);
-                        }
-                    }
-                }
-            }
         }
         Err(err) => {
             let _ = writeln!(o, "  the MIME structure cannot be processed: {err}");
-            if e.attachments != AttachmentMode::Keep {
-                refusals.push(format!(
-                    "554 5.6.0 Message refused: {}",
-                    documents::DocumentsError::Mime(err.to_string())
-                ));
-            }
         }
     }
+    let refused =
+        |e: &DocumentsError| refusal_reply(plan, &pipeline::Refusal::Documents(e)).log_text();
+    match &plan.attachments {
+        Fate::Kept => {
+            let _ = writeln!(o, "  -> relayed as they are (attachments = keep)");
+        }
+        Fate::Clean => {}
+        Fate::Sealed { has_attachments } => {
+            if *has_attachments {
+                let _ = writeln!(o, "  -> relayed unchanged (signed = pass)");
+            }
+        }
+        Fate::Refused(err @ DocumentsError::SealedRefused) => {
+            let _ = writeln!(o, "  -> refused (signed = reject): {}", refused(err));
+        }
+        Fate::Refused(err @ DocumentsError::AttachmentsRefused) => {
+            let _ = writeln!(o, "  -> refused (attachments = reject): {}", refused(err));
+        }
+        Fate::Refused(err) => {
+            let _ = writeln!(o, "  -> refused: {}", refused(err));
+        }
+        Fate::Link(links) => {
+            let password = match links.password {
+                Password::Off => "none (link_password = off)",
+                Password::App(_) => "the app's (X-Schleuse-Link-Password)",
+                Password::None => "none",
+                Password::Generate => "generated, sent to the staff member only",
+            };
+            let _ = writeln!(
+                o,
+                "  -> {} document(s) become links: expiry {}, password {password}",
+                links.documents.len(),
+                humantime::format_duration(links.expiry)
+            );
+        }
+    }
+    if let Err(err) = &plan.control {
+        let r = refusal_reply(plan, &pipeline::Refusal::Control(err)).log_text();
+        let _ = writeln!(o, "  -> refused: {r}");
+    }
+}
 
-    // The header block as relayed.
-    let rule_config = e.edits_headers(&config.privacy).then(|| {
-        let mut c = config.clone();
-        c.privacy = privacy_cfg.clone().into_owned();
-        c
-    });
-    let tconfig = rule_config.as_ref().unwrap_or(config);
+/// The header block as relayed, from the pipeline's own header step.
+fn write_header(
+    o: &mut String,
+    plan: &Plan,
+    facts: &pipeline::Facts<'_>,
+    refusals: &mut Vec<String>,
+) {
     let stamp = transform::Stamp {
-        hostname: &config.server.hostname,
+        hostname: &facts.config.server.hostname,
         helo: "rules-test",
         peer: std::net::IpAddr::from([127, 0, 0, 1]),
         tls: true,
         authenticated: true,
         queue_id: "QUEUE-ID",
-        mode: config.privacy.received_header,
-    };
-    let ctx = transform::Context {
-        config: tconfig,
-        account,
-        queue_id: "QUEUE-ID",
-        stamp,
+        mode: facts.config.privacy.received_header,
     };
     let _ = writeln!(
         o,
@@ -426,10 +421,17 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
          TLS client at 127.0.0.1; DKIM-Signature: is added on top; documents are \
          not stored, so the link block and a text part added for it are not shown):"
     );
-    match transform::apply(&ctx, message.clone()) {
+    let headers = pipeline::headers(
+        plan,
+        facts.config,
+        facts.account,
+        "QUEUE-ID",
+        stamp,
+        facts.message.to_vec(),
+    );
+    match headers {
         Ok(mut t) => {
-            e.prepend_headers(&mut t.message);
-            transform::prepend_received(&mut t.message, &ctx.stamp);
+            transform::prepend_received(&mut t.message, &stamp);
             let end = t
                 .message
                 .windows(4)
@@ -439,7 +441,7 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
                 let _ = writeln!(o, "  {line}");
             }
             let _ = writeln!(o, "\nstaff member: {}", t.staff_address);
-            if e.copy_to_sender {
+            if plan.rule.effective.copy_to_sender {
                 let _ = writeln!(o, "copy_to_sender: a copy goes to {}", t.staff_address);
             }
             if let Some(s) = &t.envelope_sender {
@@ -452,18 +454,6 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             refusals.push(r);
         }
     }
-
-    let _ = writeln!(o);
-    let outcome = match (refusals.first(), held.is_empty()) {
-        (Some(r), _) => format!("REFUSED with {r}"),
-        (None, false) => format!("ACCEPTED and HELD ({})", held.join(", ")),
-        (None, true) => "ACCEPTED for delivery".to_owned(),
-    };
-    let _ = writeln!(o, "outcome: {outcome}");
-    if e.pii == PiiPolicy::Off && !findings.is_empty() {
-        let _ = writeln!(o, "(the PII findings are not acted on: pii = off)");
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -5,50 +5,28 @@
 //! second message can ever come out of it. Oversized messages are read to
 //! their end and discarded (`552 5.3.4`). The `250` is sent only after the
 //! store has committed the message (fsync).
+//!
+//! What happens to the message in between is [`crate::pipeline`]'s: this
+//! file gathers the facts, turns the pipeline's refusals and errors into
+//! replies, and commits.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::reply::{self, Reply};
-use super::{Session, wire};
-use std::sync::Arc;
+use super::{Envelope, Session, wire};
 
-use crate::config::{Config, MissingKey, Sending};
-use crate::dkim::{DkimError, Signer};
+use crate::accounts::Account;
+use crate::config::Sending;
 use crate::links::notice::PasswordNotice;
 use crate::links::vault::Sealed;
-use crate::policy::rules::{self, Verdict};
-use crate::privacy::policy::Decision;
+use crate::pipeline::{self, Dkim, ExecuteError, Notice, Plan, Refusal};
+use crate::policy::rules::Verdict;
 use crate::store::{NewMessage, new_queue_id};
-use crate::transform::documents::{self, DocumentsError};
-use crate::{policy, privacy, transform};
-
-/// Above this size the PII scan runs on the blocking pool.
-const PII_INLINE_MAX: usize = 128 * 1024;
-
-async fn pii_decision(body: &[u8], privacy: &crate::config::Privacy) -> Decision {
-    if body.len() <= PII_INLINE_MAX {
-        return privacy::policy::decide(body, privacy);
-    }
-    let (raw, privacy) = (body.to_vec(), privacy.clone());
-    tokio::task::spawn_blocking(move || privacy::policy::decide(&raw, &privacy))
-        .await
-        // The blocking pool is shutting down: nothing will be relayed anyway.
-        .unwrap_or(Decision::Pass)
-}
-
-/// `match.has_attachments`: one MIME scan, off the async workers for
-/// large messages.
-async fn has_attachments(body: &[u8], cfg: &crate::config::Attachments) -> bool {
-    if body.len() <= PII_INLINE_MAX {
-        return rules::scan_has_attachments(body, cfg);
-    }
-    let (raw, cfg) = (body.to_vec(), cfg.clone());
-    tokio::task::spawn_blocking(move || rules::scan_has_attachments(&raw, &cfg))
-        .await
-        .unwrap_or(true)
-}
+use crate::transform::documents::DocumentsError;
+use crate::{blocking, policy, transform};
 
 fn subject_of(message: &[u8]) -> String {
     mail_parser::MessageParser::new()
@@ -78,28 +56,16 @@ fn documents_reply(e: &DocumentsError) -> Reply {
     }
 }
 
-/// Above this size, canonicalising and hashing the body takes milliseconds
-/// (about 2 ms per MB and signature): do it off the async workers, so other
-/// sessions are not stalled behind a large message.
-const SIGN_INLINE_MAX: usize = 128 * 1024;
-
-async fn sign(signer: Arc<Signer>, body: Vec<u8>) -> (Vec<u8>, Result<Option<Vec<u8>>, DkimError>) {
-    if body.len() <= SIGN_INLINE_MAX {
-        let signed = signer.sign(&body);
-        return (body, signed);
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let signed = signer.sign(&body);
-        let _ = tx.send((body, signed));
-    });
-    match rx.await {
-        Ok(done) => done,
-        // The blocking pool dropped the job (shutdown): no body to relay.
-        Err(_) => (
-            Vec::new(),
-            Err(DkimError::Sign("the signing task was cancelled".into())),
-        ),
+/// The SMTP answer for a plan's refusal (`rules test` prints it too).
+pub fn refusal_reply(plan: &Plan, refusal: &Refusal<'_>) -> Reply {
+    match refusal {
+        Refusal::Rule => match &plan.rule.verdict {
+            Verdict::Refuse(r) => r.clone(),
+            // `Plan::refusals` names the rule only for a refusing verdict.
+            Verdict::Accept | Verdict::Hold(_) => reply::STORAGE_FAILED,
+        },
+        Refusal::Pii(text) => Reply::owned(550, [5, 7, 1], (*text).to_owned()),
+        Refusal::Control(e) | Refusal::Documents(e) => documents_reply(e),
     }
 }
 
@@ -180,53 +146,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return r;
         }
 
-        // Relay rules (SPEC §8): category switches, then the first match.
-        let scanned = if rules::needs_attachment_scan(&self.config.rules) {
-            Some(has_attachments(&body, &self.config.attachments).await)
-        } else {
-            None
+        let Some((body, plan)) = self.plan(&account, &envelope, body).await else {
+            let r = documents_reply(&DocumentsError::Cancelled);
+            crate::metrics::rejected(&r);
+            return r;
         };
-        let decision = rules::evaluate(
-            &self.config,
-            &rules::Facts {
-                account: &account,
-                sender: &envelope.sender,
-                recipients: &envelope.recipients,
-                message: &body,
-                has_attachments: scanned,
-            },
-        );
-        let rule_hold = match &decision.verdict {
-            Verdict::Refuse(r) => {
-                self.log_rejection("rule", r);
-                return r.clone();
-            }
-            Verdict::Hold(why) => Some(why.clone()),
-            Verdict::Accept => None,
-        };
-        let effective = &decision.effective;
-        let privacy = effective.privacy(&self.config.privacy);
-        // A rule that changes the header edits gets its own config copy
-        // (a few microseconds in release builds, measured with 8 rules);
-        // otherwise the session's is used as is.
-        let rule_config: Option<Config> =
-            effective.edits_headers(&self.config.privacy).then(|| {
-                let mut c = Config::clone(&self.config);
-                c.privacy = privacy.clone().into_owned();
-                c
-            });
-        let config = rule_config.as_ref().unwrap_or(&self.config);
-
-        let pii = pii_decision(&body, &privacy).await;
-        if let Decision::Reject { text } = &pii {
-            let r = Reply::owned(550, [5, 7, 1], text.clone());
-            self.log_rejection("pii", &r);
+        #[cfg(test)]
+        {
+            self.last_plan = Some(format!("{plan:#?}"));
+        }
+        if let Some(refusal) = plan.refusal() {
+            let r = refusal_reply(&plan, &refusal);
+            self.log_rejection(refusal.stage(), &r);
             return r;
         }
 
         let id = new_queue_id();
-        let ctx = transform::Context {
-            config,
+        let job = pipeline::Job {
+            config: &self.config,
             account: &account,
             queue_id: &id,
             stamp: transform::Stamp {
@@ -238,68 +175,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 queue_id: &id,
                 mode: self.config.privacy.received_header,
             },
+            vault: &self.shared.vault,
+            signer: self.shared.dkim(),
         };
-        let control = match documents::control(&body) {
-            Ok(c) => c,
-            Err(e) => {
-                let r = Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"));
-                self.log_rejection("documents", &r);
-                return r;
-            }
+        let done = match pipeline::execute(&plan, &job, body).await {
+            Ok(done) => done,
+            Err(e) => return self.execute_reply(&e),
         };
-        let mut transformed = match transform::apply(&ctx, body) {
-            Ok(t) => t,
-            Err(e) => {
-                let r = Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"));
-                self.log_rejection("transform", &r);
-                return r;
-            }
-        };
-        effective.prepend_headers(&mut transformed.message);
-        let owner = documents::Owner {
-            account: &account.name,
-            staff_address: &transformed.staff_address,
-        };
-        let taken = match documents::take_out(
-            &self.shared.vault,
-            &effective.attachments(&self.config.attachments),
-            &owner,
-            &control,
-            transformed.message,
-        )
-        .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                let r = documents_reply(&e);
-                if r.code >= 500 {
-                    self.log_rejection("documents", &r);
-                } else {
-                    tracing::error!(session = %self.origin.session_id, error = %e, "cannot store documents");
-                    crate::metrics::rejected_stage("documents");
-                }
-                return r;
-            }
-        };
-        let mut body = taken.message;
-        transform::prepend_received(&mut body, &ctx.stamp);
-        // Signing is the last change to the message: nothing may follow it.
-        let (mut body, signed) = sign(self.shared.dkim(), body).await;
-        let sealed = taken.sealed;
-        match signed {
-            Ok(Some(signature)) => {
-                crate::metrics::dkim(true);
-                body.reserve_exact(signature.len());
-                body.splice(0..0, signature);
-            }
-            Ok(None) => {
-                let domain = crate::dkim::from_domain(&body).unwrap_or_default();
-                if self.config.sender.without_dkim_key == MissingKey::Refuse {
-                    self.shared.vault.discard(&sealed).await;
-                    let r = reply::NO_DKIM_KEY;
-                    self.log_rejection("dkim", &r);
-                    return r;
-                }
+        let body = done.message;
+        match &done.dkim {
+            Dkim::Signed => crate::metrics::dkim(true),
+            Dkim::Unsigned { domain } => {
                 crate::metrics::dkim(false);
                 tracing::warn!(
                     session = %self.origin.session_id,
@@ -308,31 +194,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     "no DKIM key for the From: domain; relaying unsigned"
                 );
             }
-            Err(e) => {
-                tracing::error!(session = %self.origin.session_id, error = %e, "DKIM signing failed");
-                self.shared.vault.discard(&sealed).await;
-                crate::metrics::rejected(&reply::SIGNING_FAILED);
-                return reply::SIGNING_FAILED;
-            }
         }
         // The upstream would take a larger message and bounce it later:
-        // refuse it now, measured as it would be relayed.
+        // refuse it now, measured as it would be relayed. (The sealed
+        // documents go with the guard.)
         if body.len() as u64 > self.config.upstream.max_message_size {
-            self.shared.vault.discard(&sealed).await;
             let r = reply::too_big_for_upstream(self.config.upstream.max_message_size);
             self.log_rejection("upstream_size", &r);
             return r;
         }
+        let sealed = done.sealed;
         let dsn_to = transform::dsn_recipient(
             &envelope.sender,
             &self.config.sender.system_address,
-            &transformed.staff_address,
+            &done.staff_address,
         );
-        let sender = transformed.envelope_sender.unwrap_or(envelope.sender);
+        let sender = done.envelope_sender.unwrap_or(envelope.sender);
         let mut recipients = envelope.recipients;
-        if let Some(copy) = effective
+        if let Some(copy) = plan
+            .rule
+            .effective
             .copy_to_sender
-            .then(|| transformed.staff_address.clone())
+            .then(|| done.staff_address.clone())
             && !recipients.iter().any(|r| r.eq_ignore_ascii_case(&copy))
         {
             recipients.push(copy);
@@ -350,43 +233,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 crate::store::now_ms(),
             )
             .await;
-        let held = self.shared.config().sending == Sending::Paused
-            || matches!(pii, Decision::Hold { .. })
-            || rule_hold.is_some()
-            || anomaly.is_some();
+        let held =
+            self.shared.config().sending == Sending::Paused || plan.holds() || anomaly.is_some();
         let documents = sealed.len();
-        let mut companions = match &taken.generated_password {
-            Some(password) => vec![self.password_notice(
-                &id,
-                &account.name,
-                &transformed.staff_address,
-                &recipients,
-                &sealed,
-                password,
-                taken.expires_at,
-                &body,
-            )],
-            None => Vec::new(),
-        };
-        if let Decision::Warn { categories, .. } = &pii {
-            companions.push(self.pii_notice(
-                &id,
-                &account.name,
-                &transformed.staff_address,
-                categories,
-                &body,
-            ));
+        let mut companions = Vec::new();
+        for notice in plan.notices() {
+            match notice {
+                Notice::Password => {
+                    if let Some(password) = &done.generated_password {
+                        companions.push(self.password_notice(
+                            &id,
+                            &account.name,
+                            &done.staff_address,
+                            &recipients,
+                            sealed.sealed(),
+                            password,
+                            done.expires_at,
+                            &body,
+                        ));
+                    }
+                }
+                Notice::Pii(categories) => companions.push(self.pii_notice(
+                    &id,
+                    &account.name,
+                    &done.staff_address,
+                    &categories,
+                    &body,
+                )),
+            }
         }
         // For the delivery log: `rule: manual; held: category x paused; pii: iban`.
-        let note_parts: Vec<String> = [
-            decision.rule.as_ref().map(|r| format!("rule: {r}")),
-            rule_hold.map(|why| format!("held: {why}")),
-            pii.note(),
-            anomaly.as_ref().map(crate::anomaly::Anomaly::note),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let mut note_parts = plan.note_parts();
+        note_parts.extend(anomaly.as_ref().map(crate::anomaly::Anomaly::note));
         let note = (!note_parts.is_empty()).then(|| note_parts.join("; "));
         let msg = NewMessage {
             id,
@@ -396,13 +274,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             recipients,
             content: body,
             held,
-            links: sealed.iter().map(|s| s.link.clone()).collect(),
+            links: sealed.sealed().iter().map(|s| s.link.clone()).collect(),
             companions,
             note: note.clone(),
             counters: crate::limits::counters(&account.name, rcpts, crate::store::now_ms()),
         };
         match self.shared.queue.submit(msg).await {
             Ok(id) => {
+                sealed.commit();
                 crate::metrics::accepted();
                 crate::metrics::documents_stored(documents);
                 tracing::info!(
@@ -413,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     rcpts,
                     documents,
                     held,
-                    rule = decision.rule.as_deref().unwrap_or("-"),
+                    rule = plan.rule.rule.as_deref().unwrap_or("-"),
                     note = note.as_deref().unwrap_or(""),
                     "accepted"
                 );
@@ -425,7 +304,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(e) => {
                 tracing::error!(session = %self.origin.session_id, error = %e, "cannot store message");
-                self.shared.vault.discard(&sealed).await;
                 let r = if e.is_out_of_space() {
                     reply::NO_SPACE
                 } else {
@@ -433,6 +311,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 crate::metrics::rejected(&r);
                 r
+            }
+        }
+    }
+
+    /// The plan for this message, taken on the blocking pool when the
+    /// message is large. `None`: the pool is shutting down.
+    async fn plan(
+        &self,
+        account: &Account,
+        envelope: &Envelope,
+        body: Vec<u8>,
+    ) -> Option<(Vec<u8>, Plan)> {
+        let config = Arc::clone(&self.config);
+        let account = account.clone();
+        let (sender, recipients) = (envelope.sender.clone(), envelope.recipients.clone());
+        blocking::run(body.len(), move || {
+            let plan = pipeline::plan(&pipeline::Facts {
+                config: &config,
+                account: &account,
+                sender: &sender,
+                recipients: &recipients,
+                message: &body,
+            });
+            (body, plan)
+        })
+        .await
+    }
+
+    /// The reply (and log line) for a message the execute step could not
+    /// finish; its sealed documents are already discarded.
+    fn execute_reply(&self, e: &ExecuteError) -> Reply {
+        match e {
+            ExecuteError::Transform(_) => {
+                let r = Reply::owned(554, [5, 6, 0], format!("Message refused: {e}"));
+                self.log_rejection("transform", &r);
+                r
+            }
+            ExecuteError::Documents(d) => {
+                let r = documents_reply(d);
+                if r.code >= 500 {
+                    self.log_rejection("documents", &r);
+                } else {
+                    tracing::error!(session = %self.origin.session_id, error = %d, "cannot store documents");
+                    crate::metrics::rejected_stage("documents");
+                }
+                r
+            }
+            ExecuteError::NoDkimKey { .. } => {
+                self.log_rejection("dkim", &reply::NO_DKIM_KEY);
+                reply::NO_DKIM_KEY
+            }
+            ExecuteError::Signing(err) => {
+                tracing::error!(session = %self.origin.session_id, error = %err, "DKIM signing failed");
+                crate::metrics::rejected(&reply::SIGNING_FAILED);
+                reply::SIGNING_FAILED
             }
         }
     }

@@ -30,6 +30,7 @@ pub mod reply;
 mod suppression;
 pub mod wire;
 
+pub use data::refusal_reply;
 pub use deadline::SessionLimits;
 
 use std::net::SocketAddr;
@@ -108,6 +109,10 @@ pub struct Session<S> {
     limits: SessionLimits,
     /// When the command line being waited for must be complete.
     line_deadline: Option<Instant>,
+    /// The last plan DATA acted on, printed, for the test that holds it
+    /// against `rules test`'s.
+    #[cfg(test)]
+    last_plan: Option<String>,
 }
 
 /// What handling one line asks the loop to do next.
@@ -145,7 +150,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 connected: Instant::now(),
             },
             line_deadline: None,
+            #[cfg(test)]
+            last_plan: None,
         }
+    }
+
+    /// The last plan DATA acted on (`{:#?}`), if any.
+    #[cfg(test)]
+    pub(crate) fn last_plan(&self) -> Option<&str> {
+        self.last_plan.as_deref()
     }
 
     /// Places the session among the live connections (the listener's

@@ -1,9 +1,9 @@
 //! Stage: documents out, links in (SPEC §7, `[attachments]`).
 //!
 //! [`attachments`](super::attachments) finds the documents and rewrites the
-//! message around them; this stage decides what the policy says, seals each
-//! document in the [`Vault`] (file written and fsync'd before the message is
-//! committed) and hands back the rows to commit with the message.
+//! message around them; this stage decides what the policy says ([`fate`]:
+//! pass, refuse, or which documents become links with which expiry and
+//! password). Sealing them in the vault is `crate::pipeline`'s execute step.
 //!
 //! The app steers a message with two control headers, both removed before
 //! relay with every `X-Schleuse-*` field: `X-Schleuse-Link-Password` (the
@@ -14,20 +14,12 @@ use std::time::Duration;
 
 use mail_parser::{HeaderValue, MessageParser};
 
-use super::attachments::{self, ExtractOptions, Scan};
-use super::linkblock::{Block, Entry};
+use super::attachments::{self, ExtractError, ExtractOptions, Scan};
 use crate::config::{AttachmentMode, Attachments, LinkPassword, SignedPolicy};
 use crate::links::VaultError;
-use crate::links::notice::generate_password;
-use crate::links::vault::{Plain, SealOptions, Sealed, Vault};
-use crate::store::now_ms;
 
 const PASSWORD_HEADER: &str = "X-Schleuse-Link-Password";
 const EXPIRY_HEADER: &str = "X-Schleuse-Link-Expiry";
-
-/// Above this size the MIME scan runs on the blocking pool, so one large
-/// message does not stall the other sessions on the same worker.
-const SCAN_INLINE_MAX: usize = 128 * 1024;
 
 /// What the app asked for in its control headers.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -84,156 +76,126 @@ pub fn control(message: &[u8]) -> Result<Control, DocumentsError> {
     Ok(control)
 }
 
-/// Who the documents belong to.
-pub struct Owner<'a> {
-    pub account: &'a str,
-    /// The staff member (notices go here, never to the recipients).
-    pub staff_address: &'a str,
+/// How the documents would be taken out, before anything is sealed: the
+/// scan's findings read against the settings in force. Pure, so the DATA
+/// path and `rules test` take the same decision from the same function.
+#[derive(Debug)]
+pub enum Fate {
+    /// `attachments = keep`: the MIME structure is not even looked at.
+    Kept,
+    /// Nothing to take out.
+    Clean,
+    /// Signed or encrypted: relayed unchanged (`signed = "pass"`, or
+    /// nothing in it would have been taken out).
+    Sealed { has_attachments: bool },
+    /// These documents become links.
+    Link(Links),
+    /// The message is refused with this.
+    Refused(DocumentsError),
 }
 
-/// The message with links instead of documents.
-pub struct Taken {
-    pub message: Vec<u8>,
-    /// Rows to commit with the message; empty when nothing was taken out.
-    pub sealed: Vec<Sealed>,
-    /// A password generated under `password = "required"`: the caller
-    /// sends it to the staff member.
-    pub generated_password: Option<String>,
-    /// Unix milliseconds.
-    pub expires_at: i64,
+/// What `attachments = "link"` does with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    pub documents: Vec<DocumentInfo>,
+    /// How long the links live: the app's `X-Schleuse-Link-Expiry`, at
+    /// most `max_expiry`, else the default.
+    pub expiry: Duration,
+    pub password: Password,
 }
 
-impl Taken {
-    fn unchanged(message: Vec<u8>) -> Taken {
-        Taken {
-            message,
-            sealed: Vec::new(),
-            generated_password: None,
-            expires_at: 0,
-        }
-    }
+/// A document as listed by the scan (its bytes stay with the scan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentInfo {
+    pub file_name: String,
+    pub content_type: String,
+    pub size: usize,
+}
 
-    pub fn file_names(&self) -> Vec<String> {
-        self.sealed
-            .iter()
-            .map(|s| s.link.file_name.clone())
-            .collect()
+/// The `link_password` matrix for one message.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    /// `link_password = "off"`: no password, even if the app sent one.
+    Off,
+    /// No password (`optional`, and the app sent none).
+    None,
+    /// The app's `X-Schleuse-Link-Password`.
+    App(String),
+    /// `required` and the app sent none: one is generated at sealing time
+    /// and sent to the staff member only.
+    Generate,
+}
+
+impl std::fmt::Debug for Password {
+    // The app's password is a secret: a plan printed for debugging must
+    // not show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Password::Off => "Off",
+            Password::None => "None",
+            Password::App(_) => "App(..)",
+            Password::Generate => "Generate",
+        })
     }
 }
 
-async fn scan(message: Vec<u8>, opts: ExtractOptions) -> Result<(Vec<u8>, Scan), DocumentsError> {
-    if message.len() <= SCAN_INLINE_MAX {
-        let scanned =
-            attachments::scan(&message, &opts).map_err(|e| DocumentsError::Mime(e.to_string()))?;
-        return Ok((message, scanned));
-    }
-    tokio::task::spawn_blocking(move || {
-        let scanned = attachments::scan(&message, &opts);
-        (message, scanned)
-    })
-    .await
-    .map_err(|_| DocumentsError::Cancelled)
-    .and_then(|(m, s)| Ok((m, s.map_err(|e| DocumentsError::Mime(e.to_string()))?)))
-}
-
-pub async fn take_out(
-    vault: &Vault,
-    cfg: &Attachments,
-    owner: &Owner<'_>,
-    control: &Control,
-    message: Vec<u8>,
-) -> Result<Taken, DocumentsError> {
-    if cfg.mode == AttachmentMode::Keep {
-        return Ok(Taken::unchanged(message));
-    }
-    let opts = ExtractOptions {
+/// The scan options the settings give.
+pub fn extract_options(cfg: &Attachments) -> ExtractOptions {
+    ExtractOptions {
         inline_image_max: usize::try_from(cfg.inline_image_max).unwrap_or(usize::MAX),
-    };
-    let (message, scanned) = scan(message, opts).await?;
+    }
+}
+
+/// The MIME scan of a message, with the settings' options. CPU-bound; the
+/// caller runs it through [`crate::blocking`].
+pub fn scan(message: &[u8], cfg: &Attachments) -> Result<Scan, ExtractError> {
+    attachments::scan(message, &extract_options(cfg))
+}
+
+/// What happens to the documents of a message with this scan, under the
+/// settings in force (`cfg`, the rule's) and the app's control headers.
+pub fn fate(cfg: &Attachments, control: &Control, scanned: &Result<Scan, ExtractError>) -> Fate {
+    if cfg.mode == AttachmentMode::Keep {
+        return Fate::Kept;
+    }
     let plan = match scanned {
-        Scan::Clean => return Ok(Taken::unchanged(message)),
-        Scan::Sealed { has_attachments } => {
-            if has_attachments && cfg.signed == SignedPolicy::Reject {
-                return Err(DocumentsError::SealedRefused);
+        Err(e) => return Fate::Refused(DocumentsError::Mime(e.to_string())),
+        Ok(Scan::Clean) => return Fate::Clean,
+        Ok(Scan::Sealed { has_attachments }) => {
+            if *has_attachments && cfg.signed == SignedPolicy::Reject {
+                return Fate::Refused(DocumentsError::SealedRefused);
             }
-            return Ok(Taken::unchanged(message));
+            return Fate::Sealed {
+                has_attachments: *has_attachments,
+            };
         }
-        Scan::Extract(plan) => plan,
+        Ok(Scan::Extract(plan)) => plan,
     };
     if cfg.mode == AttachmentMode::Reject {
-        return Err(DocumentsError::AttachmentsRefused);
+        return Fate::Refused(DocumentsError::AttachmentsRefused);
     }
-
     let expiry = control
         .expiry
         .map_or(cfg.expiry, |asked| asked.min(cfg.max_expiry));
-    let expires_at = now_ms().saturating_add(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX));
-    let (password, generated) = match (cfg.password, &control.password) {
-        (LinkPassword::Off, _) => (None, false),
-        (_, Some(p)) => (Some(p.clone()), false),
-        (LinkPassword::Optional, None) => (None, false),
-        (LinkPassword::Required, None) => (Some(generate_password()), true),
+    let password = match (cfg.password, &control.password) {
+        (LinkPassword::Off, _) => Password::Off,
+        (_, Some(p)) => Password::App(p.clone()),
+        (LinkPassword::Optional, None) => Password::None,
+        (LinkPassword::Required, None) => Password::Generate,
     };
-    let seal = SealOptions {
-        account: owner.account.to_owned(),
-        password: password.clone(),
-        expires_at,
-        notify_to: cfg
-            .notify_first_download
-            .then(|| owner.staff_address.to_owned()),
-    };
-
-    // The rewrite needs only the positions: the documents' bytes move on
-    // into the vault without a copy.
-    let mut plan = plan;
-    let documents = std::mem::take(&mut plan.documents);
-    let mut sealed = Vec::with_capacity(documents.len());
-    for doc in documents {
-        let plain = Plain {
-            file_name: doc.file_name,
-            content_type: doc.content_type,
-            data: doc.data,
-        };
-        match vault.seal(plain, &seal).await {
-            Ok(s) => sealed.push(s),
-            Err(e) => {
-                vault.discard(&sealed).await;
-                return Err(e.into());
-            }
-        }
-    }
-    let block = Block {
-        language: cfg.language,
-        entries: sealed
+    Fate::Link(Links {
+        documents: plan
+            .documents
             .iter()
-            .map(|s| Entry {
-                file_name: s.link.file_name.clone(),
-                size: s.link.size,
-                url: cfg.link_url(&s.token),
-                expires_at,
-                protected: s.link.protected,
+            .map(|d| DocumentInfo {
+                file_name: d.file_name.clone(),
+                content_type: d.content_type.clone(),
+                size: d.data.len(),
             })
             .collect(),
-    };
-    let rewritten = if message.len() <= SCAN_INLINE_MAX {
-        attachments::rewrite(&message, &plan, &block)
-    } else {
-        tokio::task::spawn_blocking(move || attachments::rewrite(&message, &plan, &block))
-            .await
-            .map_err(|_| DocumentsError::Cancelled)?
-    };
-    match rewritten {
-        Ok(message) => Ok(Taken {
-            message,
-            sealed,
-            generated_password: password.filter(|_| generated),
-            expires_at,
-        }),
-        Err(e) => {
-            vault.discard(&sealed).await;
-            Err(DocumentsError::Mime(e.to_string()))
-        }
-    }
+        expiry,
+        password,
+    })
 }
 
 #[cfg(test)]

@@ -69,7 +69,6 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
     let parsed = MessageParser::new()
         .parse_headers(message)
         .ok_or(TransformError::Unparseable)?;
-    let config = ctx.config;
     let account = ctx.account;
 
     // The original From: (already checked against the account by policy).
@@ -104,17 +103,17 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
         .or_else(|| account.reply_to.clone())
         .unwrap_or_else(|| from_email.clone());
 
-    let rewrite_from = config.sender.from == FromMode::Rewrite;
+    let rewrite_from = ctx.sender.from == FromMode::Rewrite;
     let final_from = if rewrite_from {
-        config.sender.system_address.as_str()
+        ctx.sender.system_address.as_str()
     } else {
         from_email.as_str()
     };
-    let set_reply_to = config.sender.reply_to == ReplyToMode::Account;
+    let set_reply_to = ctx.sender.reply_to == ReplyToMode::Account;
 
     let mut top = Vec::with_capacity(256);
     top.extend_from_slice(format!("X-MJ-CustomID: {}\r\n", ctx.queue_id).as_bytes());
-    if !config.privacy.tracking {
+    if !ctx.privacy.tracking {
         top.extend_from_slice(b"X-Mailjet-TrackOpen: 0\r\nX-Mailjet-TrackClick: 0\r\n");
     }
     if set_reply_to && !staff_address.eq_ignore_ascii_case(final_from) {
@@ -134,13 +133,13 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
         out.extend_from_slice(&message[pos..start]);
         pos = end;
         let name = h.name.as_str();
-        let drop = config
+        let drop = ctx
             .privacy
             .remove_headers
             .iter()
             .any(|p| name_matches(p, name))
             || has_prefix(name, &CONTROL_PREFIXES)
-            || (!config.privacy.allow_mailjet_headers && has_prefix(name, &MAILJET_PREFIXES))
+            || (!ctx.privacy.allow_mailjet_headers && has_prefix(name, &MAILJET_PREFIXES))
             || (set_reply_to && h.name == HeaderName::ReplyTo);
         if drop {
             continue;
@@ -180,7 +179,8 @@ mod tests {
 
     fn run(config: &Config, account: &Account, msg: &[u8]) -> String {
         let ctx = Context {
-            config,
+            sender: &config.sender,
+            privacy: &config.privacy,
             account,
             queue_id: "q123",
             stamp: Stamp {

@@ -26,11 +26,14 @@ pub mod received;
 pub use received::{Stamp, prepend_received, received_header};
 
 use crate::accounts::Account;
-use crate::config::{Config, FromMode};
+use crate::config::{FromMode, Privacy, SenderSection};
 
 /// What the transform needs to know about one transaction.
 pub struct Context<'a> {
-    pub config: &'a Config,
+    pub sender: &'a SenderSection,
+    /// `[privacy]` as the matching rule has it (the rule may remove more
+    /// fields or keep tracking on): the rule's copy, not the whole config's.
+    pub privacy: &'a Privacy,
     pub account: &'a Account,
     pub queue_id: &'a str,
     pub stamp: Stamp<'a>,
@@ -70,7 +73,7 @@ pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, Transfo
     let mut out = message;
     out.reserve(edited.header.len().saturating_sub(edited.replaces) + HEADROOM);
     out.splice(..edited.replaces, edited.header);
-    let sender = &ctx.config.sender;
+    let sender = ctx.sender;
     let copy = ctx.account.copy_to_sender.unwrap_or(sender.copy_to_sender);
     Ok(Transformed {
         message: out,

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use crate::config::ReceivedHeader;
 
 /// What the `Received:` header may say about one transaction.
+#[derive(Debug, Clone, Copy)]
 pub struct Stamp<'a> {
     pub hostname: &'a str,
     pub helo: &'a str,

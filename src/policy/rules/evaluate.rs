@@ -23,17 +23,20 @@ pub fn needs_attachment_scan(rules: &[Rule]) -> bool {
         .any(|r| r.when.as_ref().is_some_and(|m| m.has_attachments.is_some()))
 }
 
-/// Whether the documents stage would take anything out of `message` (for
-/// `match.has_attachments`). A message that cannot be scanned counts as
-/// having attachments: the documents stage would refuse it anyway.
-pub fn scan_has_attachments(message: &[u8], cfg: &Attachments) -> bool {
-    use crate::transform::attachments::{ExtractOptions, Scan, scan};
-    let opts = ExtractOptions {
-        inline_image_max: usize::try_from(cfg.inline_image_max).unwrap_or(usize::MAX),
-    };
-    match scan(message, &opts) {
+/// Whether the documents stage would take anything out of a message with
+/// this scan (for `match.has_attachments`). A message that cannot be
+/// scanned counts as having attachments: the documents stage would refuse
+/// it anyway.
+pub fn has_attachments(
+    scanned: &Result<
+        crate::transform::attachments::Scan,
+        crate::transform::attachments::ExtractError,
+    >,
+) -> bool {
+    use crate::transform::attachments::Scan;
+    match scanned {
         Ok(Scan::Clean) => false,
-        Ok(Scan::Sealed { has_attachments }) => has_attachments,
+        Ok(Scan::Sealed { has_attachments }) => *has_attachments,
         Ok(Scan::Extract(_)) | Err(_) => true,
     }
 }
@@ -207,7 +210,7 @@ pub enum Verdict {
 }
 
 /// The outcome of the rules for one message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The matching rule's name; `None`: no rule matched, the globals apply.
     pub rule: Option<String>,
