@@ -5,6 +5,8 @@
 //! And the running gateway's HTTP [`endpoint`] for monitoring.
 
 pub mod bans;
+#[cfg(test)]
+mod dry_run_equality;
 pub mod endpoint;
 pub mod gdpr;
 pub mod links;
