@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use mail_parser::MessageParser;
+
 use crate::accounts::Account;
 use crate::config::{Attachments, Config, Privacy};
 use crate::policy::rules::{self, Verdict};
@@ -81,7 +83,9 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
     // (the rules change the mode, not what the scan finds).
     let needs_scan = rules::needs_attachment_scan(&config.rules);
     let mut scanned = needs_scan.then(|| documents::scan(facts.message, &config.attachments));
-    let rule = rules::evaluate(
+    // One header parse serves the rules and the control headers.
+    let header = MessageParser::new().parse_headers(facts.message);
+    let rule = rules::evaluate_parsed(
         config,
         &rules::Facts {
             account: facts.account,
@@ -90,10 +94,11 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
             message: facts.message,
             has_attachments: scanned.as_ref().map(rules::has_attachments),
         },
+        header.as_ref(),
     );
     let privacy = rule.effective.privacy(&config.privacy);
     let pii = pii_policy::decide(facts.message, &privacy);
-    let control = documents::control(facts.message);
+    let control = documents::control_of(header.as_ref());
     let cfg = rule.effective.attachments(&config.attachments);
     let attachments = if cfg.mode == crate::config::AttachmentMode::Keep {
         Fate::Kept

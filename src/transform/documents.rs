@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use mail_parser::{HeaderValue, MessageParser};
+use mail_parser::{HeaderValue, Message, MessageParser};
 
 use super::attachments::{self, ExtractError, ExtractOptions, Scan};
 use crate::config::{AttachmentMode, Attachments, LinkPassword, SignedPolicy};
@@ -48,7 +48,12 @@ pub enum DocumentsError {
 
 /// Reads the control headers from the message as the client sent it.
 pub fn control(message: &[u8]) -> Result<Control, DocumentsError> {
-    let Some(parsed) = MessageParser::new().parse_headers(message) else {
+    control_of(MessageParser::new().parse_headers(message).as_ref())
+}
+
+/// [`control`] from the header as `MessageParser::new()` parsed it.
+pub fn control_of(parsed: Option<&Message<'_>>) -> Result<Control, DocumentsError> {
+    let Some(parsed) = parsed else {
         return Ok(Control::default());
     };
     let mut control = Control::default();

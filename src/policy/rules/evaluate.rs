@@ -229,12 +229,13 @@ struct Header {
 }
 
 impl Header {
-    fn read(message: &[u8]) -> Header {
+    /// `parsed`: the header of `message` as `MessageParser::new()` reads it.
+    fn read(message: &[u8], parsed: Option<&Message<'_>>) -> Header {
         let mut h = Header {
             fields: Vec::new(),
             from: Vec::new(),
         };
-        let Some(parsed) = MessageParser::new().parse_headers(message) else {
+        let Some(parsed) = parsed else {
             return h;
         };
         for f in parsed.headers() {
@@ -399,7 +400,18 @@ fn reject_reply(r: &RejectReply) -> Reply {
 
 /// Runs the category switches and the rules over one message.
 pub fn evaluate(config: &Config, facts: &Facts<'_>) -> Decision {
-    let header = Header::read(facts.message);
+    let parsed = MessageParser::new().parse_headers(facts.message);
+    evaluate_parsed(config, facts, parsed.as_ref())
+}
+
+/// [`evaluate`] with the message's header already parsed (by
+/// `MessageParser::new().parse_headers`), for a caller that reads it too.
+pub fn evaluate_parsed(
+    config: &Config,
+    facts: &Facts<'_>,
+    parsed: Option<&Message<'_>>,
+) -> Decision {
+    let header = Header::read(facts.message, parsed);
     let mut reasons = Vec::new();
     let mut matched: Option<&Rule> = None;
     for (i, rule) in config.rules.iter().enumerate() {

@@ -27,7 +27,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use mail_parser::{HeaderName, HeaderValue, MessageParser};
+use mail_parser::{HeaderName, HeaderValue, Message, MessageParser};
 
 use crate::accounts::{Account, sender_matches};
 use crate::config::rules::{Action, Match, RejectReply, Rule};
