@@ -23,3 +23,6 @@ mod seal;
 pub use execute::{Dkim, ExecuteError, Executed, Job, execute, headers};
 pub use plan::{Facts, Notice, Plan, Refusal, plan};
 pub use seal::Sealing;
+
+#[cfg(test)]
+mod tests;
