@@ -12,7 +12,7 @@
 //! reported, as MB/s of document bytes (the decoded PDF) and of message
 //! bytes (what the client sends).
 //!
-//! Steps, as the gateway runs them (`transform::documents::take_out` and
+//! Steps, as the gateway runs them (`pipeline::execute`, its documents step, and
 //! `links::vault::Vault::seal`):
 //! (a) `attachments::scan` (mail-parser parse + base64 decode + plan),
 //! (b) `DocumentKey::derive(token, None, salt)` + `seal` (AES-256-GCM),

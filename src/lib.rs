@@ -12,6 +12,10 @@
 //!
 //! - [`listener`]: accepts connections, caps them, runs TLS.
 //! - [`session`]: the SMTP dialogue (smtp-proto), AUTH, envelope, DATA.
+//! - [`pipeline`]: what happens to a message between DATA and the queue:
+//!   a pure plan (every decision) and the step that executes it; `rules
+//!   test` prints the same plan. [`blocking`]: when CPU-bound work leaves
+//!   the async workers.
 //! - [`policy`]: what an account may send.
 //! - [`transform`]: changes made to the message (the `Received:` header).
 //! - [`dkim`]: signs the final message, the last step before the queue;

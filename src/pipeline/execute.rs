@@ -10,9 +10,10 @@ use super::plan::Plan;
 use super::seal::{self, Owner, Sealing};
 use crate::accounts::Account;
 use crate::blocking;
-use crate::config::{Config, MissingKey};
+use crate::config::{Config, MissingKey, Privacy};
 use crate::dkim::{DkimError, Signer};
 use crate::links::vault::Vault;
+use crate::transform::attachments;
 use crate::transform::documents::{DocumentsError, Fate};
 use crate::transform::{self, Stamp, TransformError, Transformed};
 
@@ -70,27 +71,68 @@ pub enum ExecuteError {
 /// Applies `plan` (which must not refuse) to `message`. On an error the
 /// documents sealed so far are discarded by their guard.
 pub async fn execute(
-    plan: &Plan,
+    plan: &mut Plan,
     job: &Job<'_>,
     message: Vec<u8>,
 ) -> Result<Executed, ExecuteError> {
     let config = job.config;
-    let transformed = headers(plan, config, job.account, job.queue_id, job.stamp, message)?;
-    let taken = match &plan.attachments {
-        Fate::Link(links) => {
+    let scan = plan.scan.take();
+    let plan = &*plan;
+    let privacy = plan.privacy(&config.privacy);
+    let ctx = transform::Context {
+        sender: &config.sender,
+        privacy: &privacy,
+        account: job.account,
+        queue_id: job.queue_id,
+        stamp: job.stamp,
+    };
+    let cfg = plan.attachment_settings(&config.attachments);
+    let (taken, transformed) = match (&plan.attachments, scan) {
+        // Documents out first, cut by the plan's own scan; then the header.
+        (Fate::Link(links), Some(scan)) if documents_first(plan, &privacy, &scan, &message) => {
+            let edited = transform::headers::rewrite(&ctx, &message)?;
+            let owner = Owner {
+                account: &job.account.name,
+                staff_address: &edited.staff_address,
+            };
+            let mut taken =
+                seal::seal_and_rewrite(job.vault, &cfg, links, &owner, scan, message).await?;
+            let mut transformed =
+                transform::finish(&ctx, edited, std::mem::take(&mut taken.message));
+            plan.rule
+                .effective
+                .prepend_headers(&mut transformed.message);
+            taken.message = std::mem::take(&mut transformed.message);
+            (taken, transformed)
+        }
+        // The header first, then the documents as the transformed message
+        // holds them (scanned again).
+        (Fate::Link(links), _) => {
+            let mut transformed = transform::apply(&ctx, message)?;
+            plan.rule
+                .effective
+                .prepend_headers(&mut transformed.message);
             let owner = Owner {
                 account: &job.account.name,
                 staff_address: &transformed.staff_address,
             };
-            let cfg = plan.attachment_settings(&config.attachments);
-            seal::take_out(job.vault, &cfg, links, &owner, transformed.message).await?
+            let message = std::mem::take(&mut transformed.message);
+            let taken = seal::take_out(job.vault, &cfg, links, &owner, message).await?;
+            (taken, transformed)
         }
-        Fate::Kept | Fate::Clean | Fate::Sealed { .. } | Fate::Refused(_) => seal::Taken {
-            message: transformed.message,
-            sealed: Sealing::new(Arc::clone(job.vault)),
-            generated_password: None,
-            expires_at: 0,
-        },
+        (Fate::Kept | Fate::Clean | Fate::Sealed { .. } | Fate::Refused(_), _) => {
+            let mut transformed = transform::apply(&ctx, message)?;
+            plan.rule
+                .effective
+                .prepend_headers(&mut transformed.message);
+            let taken = seal::Taken {
+                message: std::mem::take(&mut transformed.message),
+                sealed: Sealing::new(Arc::clone(job.vault)),
+                generated_password: None,
+                expires_at: 0,
+            };
+            (taken, transformed)
+        }
     };
     let mut body = taken.message;
     transform::prepend_received(&mut body, &job.stamp);
@@ -145,6 +187,54 @@ pub fn headers(
         .effective
         .prepend_headers(&mut transformed.message);
     Ok(transformed)
+}
+
+/// Whether the documents can come out of the message as sent, before the
+/// header step, cut by the plan's scan. The result is the same as header
+/// first and a new scan when the cuts all lie past the header block (the
+/// header step rewrites only that block) and the header step leaves every
+/// field the scan reads (`Content-*`, `MIME-Version`) as it is.
+pub(super) fn documents_first(
+    plan: &Plan,
+    privacy: &Privacy,
+    scan: &attachments::Plan,
+    message: &[u8],
+) -> bool {
+    let Some(body) = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+    else {
+        return false;
+    };
+    if scan.first_edit() < body {
+        return false;
+    }
+    let mime = |name: &[u8]| {
+        name.get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"content-"))
+            || name.eq_ignore_ascii_case(b"mime-version")
+    };
+    if plan
+        .rule
+        .effective
+        .add_headers
+        .iter()
+        .any(|(n, _)| mime(n.as_bytes()))
+    {
+        return false;
+    }
+    message[..body]
+        .split(|&b| b == b'\n')
+        .filter(|line| !matches!(line.first(), Some(b' ' | b'\t')))
+        .filter_map(|line| {
+            line.iter()
+                .position(|&b| b == b':')
+                .map(|c| line[..c].trim_ascii())
+        })
+        .all(|name| {
+            !mime(name) || !transform::headers::removes(privacy, &String::from_utf8_lossy(name))
+        })
 }
 
 /// Canonicalising and hashing the body takes about 2 ms per MB and

@@ -9,6 +9,7 @@ use crate::config::{Attachments, Config, Privacy};
 use crate::policy::rules::{self, Verdict};
 use crate::privacy::pii::Category;
 use crate::privacy::policy::{self as pii_policy, Decision as PiiDecision};
+use crate::transform::attachments::{self, Scan};
 use crate::transform::documents::{self, Control, DocumentsError, Fate, Password};
 
 /// What the plan is taken from.
@@ -34,6 +35,9 @@ pub struct Plan {
     pub control: Result<Control, DocumentsError>,
     /// What happens to the documents.
     pub attachments: Fate,
+    /// The scan behind [`Fate::Link`], with the documents' bytes: the
+    /// execute step seals and cuts by it instead of scanning again.
+    pub(super) scan: Option<attachments::Plan>,
 }
 
 /// Why a plan refuses the message, in the order the checks run (the first
@@ -108,11 +112,16 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
         let none = Control::default();
         documents::fate(&cfg, control.as_ref().unwrap_or(&none), scanned)
     };
+    let scan = match (&attachments, scanned) {
+        (Fate::Link(_), Some(Ok(Scan::Extract(found)))) => Some(found),
+        _ => None,
+    };
     Plan {
         rule,
         pii,
         control,
         attachments,
+        scan,
     }
 }
 

@@ -88,9 +88,9 @@ pub(super) struct Owner<'a> {
     pub staff_address: &'a str,
 }
 
-/// Seals the documents `links` lists and rewrites the message around them.
-/// `message` is the transformed message: it is scanned again for the
-/// positions to cut, with the same options the plan's scan used.
+/// Seals the documents `links` lists and rewrites the message around them,
+/// when the plan's own scan cannot be used: `message` is the transformed
+/// message, scanned again for the positions to cut.
 pub(super) async fn take_out(
     vault: &Arc<Vault>,
     cfg: &Attachments,
@@ -105,7 +105,7 @@ pub(super) async fn take_out(
     })
     .await
     .ok_or(DocumentsError::Cancelled)?;
-    let mut plan = match scanned.map_err(|e| DocumentsError::Mime(e.to_string()))? {
+    let plan = match scanned.map_err(|e| DocumentsError::Mime(e.to_string()))? {
         Scan::Extract(plan) => plan,
         // The plan saw documents in the message as sent; a header
         // transform that changes the MIME structure (a rule removing
@@ -122,7 +122,19 @@ pub(super) async fn take_out(
             });
         }
     };
+    seal_and_rewrite(vault, cfg, links, owner, plan, message).await
+}
 
+/// Seals the documents of `plan` (a scan of `message`) and rewrites the
+/// message around them.
+pub(super) async fn seal_and_rewrite(
+    vault: &Arc<Vault>,
+    cfg: &Attachments,
+    links: &Links,
+    owner: &Owner<'_>,
+    mut plan: attachments::Plan,
+    message: Vec<u8>,
+) -> Result<Taken, DocumentsError> {
     let expires_at =
         now_ms().saturating_add(i64::try_from(links.expiry.as_millis()).unwrap_or(i64::MAX));
     let (password, generated) = match &links.password {

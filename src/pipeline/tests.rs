@@ -139,3 +139,106 @@ fn signed_mail_with_documents_is_passed_or_refused_as_configured() {
     );
     assert!(matches!(p.attachments, Fate::Kept));
 }
+
+/// The corpus, CRLF, each with a `From:`.
+fn fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("../shared/fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let raw = std::fs::read(&path).expect("read");
+        let mut m = Vec::with_capacity(raw.len() + 64);
+        m.extend_from_slice(b"From: app@example.com\r\nX-Mailer: corpus\r\n");
+        for (i, &b) in raw.iter().enumerate() {
+            if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+                m.push(b'\r');
+            }
+            m.push(b);
+        }
+        out.push((path.display().to_string(), m));
+    }
+    out
+}
+
+/// Documents first, cut by the plan's scan, gives the same bytes as the
+/// header first and a new scan, wherever `documents_first` allows it.
+#[test]
+fn documents_first_is_the_same_as_header_first() {
+    use crate::transform::attachments::{Scan, rewrite, scan};
+    use crate::transform::linkblock::{Block, Entry};
+    use crate::transform::{self, Stamp};
+
+    let configs = [
+        config(""),
+        config(
+            "[[rule]]\nname = \"edits\"\nadd_headers = { \"X-Documents\" = \"yes\" }\n\
+             remove_headers = [\"X-Mailer\", \"Content-Language\"]\ntracking = true\n",
+        ),
+    ];
+    let block = |n: usize| Block {
+        language: crate::config::Language::De,
+        entries: (0..n)
+            .map(|i| Entry {
+                file_name: format!("d{i}.pdf"),
+                size: 100,
+                url: format!("https://links.example/{i}"),
+                expires_at: 0,
+                protected: false,
+            })
+            .collect(),
+    };
+    let mut fast = 0;
+    for c in &configs {
+        for (name, message) in fixtures() {
+            let mut p = run(c, &message);
+            let Some(found) = p.scan.take() else {
+                continue;
+            };
+            let privacy = p.privacy(&c.privacy);
+            if !super::execute::documents_first(&p, &privacy, &found, &message) {
+                continue;
+            }
+            fast += 1;
+            let ctx = transform::Context {
+                sender: &c.sender,
+                privacy: &privacy,
+                account: &account(),
+                queue_id: "Q",
+                stamp: Stamp {
+                    hostname: "gw.test",
+                    helo: "h",
+                    peer: std::net::IpAddr::from([127, 0, 0, 1]),
+                    tls: true,
+                    authenticated: true,
+                    queue_id: "Q",
+                    mode: c.privacy.received_header,
+                },
+            };
+            let b = block(found.documents.len());
+            // Header first, then a new scan of the transformed message.
+            let mut slow = transform::apply(&ctx, message.clone()).expect("apply");
+            p.rule.effective.prepend_headers(&mut slow.message);
+            let Ok(Scan::Extract(again)) = scan(&slow.message, &found_options(c)) else {
+                panic!("{name}: the transformed message scans differently");
+            };
+            let slow = rewrite(&slow.message, &again, &b).expect("rewrite");
+            // Documents first, then the header.
+            let edited = transform::headers::rewrite(&ctx, &message).expect("header");
+            let cut = rewrite(&message, &found, &b).expect("rewrite");
+            let mut first = transform::finish(&ctx, edited, cut);
+            p.rule.effective.prepend_headers(&mut first.message);
+            assert!(first.message == slow, "{name}: the two orders differ");
+        }
+    }
+    assert!(
+        fast >= 10,
+        "only {fast} messages took the documents-first path"
+    );
+}
+
+fn found_options(c: &Config) -> crate::transform::attachments::ExtractOptions {
+    crate::transform::documents::extract_options(&c.attachments)
+}

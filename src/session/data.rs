@@ -146,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return r;
         }
 
-        let Some((body, plan)) = self.plan(&account, &envelope, body).await else {
+        let Some((body, mut plan)) = self.plan(&account, &envelope, body).await else {
             let r = documents_reply(&DocumentsError::Cancelled);
             crate::metrics::rejected(&r);
             return r;
@@ -178,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             vault: &self.shared.vault,
             signer: self.shared.dkim(),
         };
-        let done = match pipeline::execute(&plan, &job, body).await {
+        let done = match pipeline::execute(&mut plan, &job, body).await {
             Ok(done) => done,
             Err(e) => return self.execute_reply(&e),
         };

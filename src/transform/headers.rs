@@ -23,7 +23,7 @@ use mail_builder::headers::address::Address;
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
 use super::{Context, TransformError};
-use crate::config::{FromMode, ReplyToMode};
+use crate::config::{FromMode, Privacy, ReplyToMode};
 
 /// Always removed: they steer the gateway and must not leave the house.
 const CONTROL_PREFIXES: [&str; 2] = ["x-schleuse-", "x-via-"];
@@ -49,6 +49,12 @@ fn name_matches(pattern: &str, name: &str) -> bool {
             .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes())),
         None => pattern.eq_ignore_ascii_case(name),
     }
+}
+
+/// Whether the header step removes every field of this name
+/// (`[privacy] remove_headers`, with a rule's removals and `add_headers`).
+pub fn removes(privacy: &Privacy, name: &str) -> bool {
+    privacy.remove_headers.iter().any(|p| name_matches(p, name))
 }
 
 fn has_prefix(name: &str, prefixes: &[&str]) -> bool {
@@ -133,11 +139,7 @@ pub fn rewrite(ctx: &Context<'_>, message: &[u8]) -> Result<Edited, TransformErr
         out.extend_from_slice(&message[pos..start]);
         pos = end;
         let name = h.name.as_str();
-        let drop = ctx
-            .privacy
-            .remove_headers
-            .iter()
-            .any(|p| name_matches(p, name))
+        let drop = removes(ctx.privacy, name)
             || has_prefix(name, &CONTROL_PREFIXES)
             || (!ctx.privacy.allow_mailjet_headers && has_prefix(name, &MAILJET_PREFIXES))
             || (set_reply_to && h.name == HeaderName::ReplyTo);

@@ -7,9 +7,10 @@
 //!    name, `Reply-To:` to the staff member, Mailjet tracking off and
 //!    `X-MJ-CustomID: <queue id>`.
 //! 2. [`documents`]: attachments out, links in ([`attachments`] finds and
-//!    cuts, [`linkblock`] writes the list of links; async, as each document
-//!    is sealed in the vault). Run by the session after step 1, since it
-//!    needs the staff member's address that step 1 settles.
+//!    cuts, [`linkblock`] writes the list of links; [`documents::fate`]
+//!    decides). `crate::pipeline` seals the documents in the vault after
+//!    step 1, since the vault needs the staff member's address that step 1
+//!    settles.
 //! 3. [`received`]: the gateway's `Received:` on top.
 //!
 //! DKIM signing (`crate::dkim`) follows, and must stay last.
@@ -68,6 +69,12 @@ pub const HEADROOM: usize = 8 * 1024;
 /// [`prepend_received`].
 pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, TransformError> {
     let edited = headers::rewrite(ctx, &message)?;
+    Ok(finish(ctx, edited, message))
+}
+
+/// Step 1 with the header block already rewritten (by [`headers::rewrite`]
+/// from a message whose header is the same as `message`'s).
+pub fn finish(ctx: &Context<'_>, edited: headers::Edited, message: Vec<u8>) -> Transformed {
     // In place: only the header block is rebuilt; the body moves within the
     // buffer (which the session sized with headroom), it is not copied.
     let mut out = message;
@@ -75,12 +82,12 @@ pub fn apply(ctx: &Context<'_>, message: Vec<u8>) -> Result<Transformed, Transfo
     out.splice(..edited.replaces, edited.header);
     let sender = ctx.sender;
     let copy = ctx.account.copy_to_sender.unwrap_or(sender.copy_to_sender);
-    Ok(Transformed {
+    Transformed {
         message: out,
         envelope_sender: (sender.from == FromMode::Rewrite).then(|| sender.system_address.clone()),
         copy_to: copy.then(|| edited.staff_address.clone()),
         staff_address: edited.staff_address,
-    })
+    }
 }
 
 /// Where delivery status notifications for a message go (SPEC §9): the

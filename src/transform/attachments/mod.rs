@@ -152,6 +152,32 @@ pub struct Plan {
     new_text: Option<NewText>,
 }
 
+impl Plan {
+    /// The first byte of the scanned message that [`rewrite`] changes:
+    /// every byte before it is copied as it is. Past the header block, the
+    /// header can be rewritten before or after the documents come out, to
+    /// the same result.
+    pub fn first_edit(&self) -> usize {
+        let text = [&self.plain, &self.html]
+            .into_iter()
+            .flatten()
+            .map(|t| t.start);
+        let new = match &self.new_text {
+            None => None,
+            Some(NewText::Insert { at, .. }) => Some(*at),
+            Some(NewText::ReplaceAll { start, .. }) => Some(*start),
+            Some(NewText::SinglePart { .. }) => Some(0),
+        };
+        self.cuts
+            .iter()
+            .map(|c| c.0)
+            .chain(text)
+            .chain(new)
+            .min()
+            .unwrap_or(self.raw_len)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("the message has no header and cannot be parsed")]
