@@ -22,7 +22,7 @@ use crate::accounts::Account;
 use crate::config::Sending;
 use crate::links::notice::PasswordNotice;
 use crate::links::vault::Sealed;
-use crate::pipeline::{self, Dkim, ExecuteError, Notice, Plan, Refusal};
+use crate::pipeline::{self, Dkim, ExecuteError, Executed, Notice, Plan, Refusal};
 use crate::policy::rules::Verdict;
 use crate::store::{NewMessage, new_queue_id};
 use crate::transform::documents::DocumentsError;
@@ -182,6 +182,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(done) => done,
             Err(e) => return self.execute_reply(&e),
         };
+        self.commit(&plan, done, envelope, &account, id).await
+    }
+
+    /// Queues the executed message with its notices and link rows; the
+    /// sealed documents stay only if the queue commits.
+    async fn commit(
+        &self,
+        plan: &Plan,
+        done: Executed,
+        envelope: Envelope,
+        account: &Account,
+        id: String,
+    ) -> Reply {
         let body = done.message;
         match &done.dkim {
             Dkim::Signed => crate::metrics::dkim(true),
@@ -236,32 +249,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let held =
             self.shared.config().sending == Sending::Paused || plan.holds() || anomaly.is_some();
         let documents = sealed.len();
-        let mut companions = Vec::new();
-        for notice in plan.notices() {
-            match notice {
-                Notice::Password => {
-                    if let Some(password) = &done.generated_password {
-                        companions.push(self.password_notice(
-                            &id,
-                            &account.name,
-                            &done.staff_address,
-                            &recipients,
-                            sealed.sealed(),
-                            password,
-                            done.expires_at,
-                            &body,
-                        ));
-                    }
-                }
-                Notice::Pii(categories) => companions.push(self.pii_notice(
-                    &id,
-                    &account.name,
-                    &done.staff_address,
-                    &categories,
-                    &body,
-                )),
-            }
-        }
+        let about = About {
+            queue_id: &id,
+            account: &account.name,
+            staff: &done.staff_address,
+            sealed: sealed.sealed(),
+            password: done.generated_password.as_deref(),
+            expires_at: done.expires_at,
+        };
+        let companions = self.notices(plan, &about, &recipients, &body);
         // For the delivery log: `rule: manual; held: category x paused; pii: iban`.
         let mut note_parts = plan.note_parts();
         note_parts.extend(anomaly.as_ref().map(crate::anomaly::Anomaly::note));
@@ -371,7 +367,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+/// What the staff notices of one message tell.
+struct About<'a> {
+    queue_id: &'a str,
+    account: &'a str,
+    staff: &'a str,
+    sealed: &'a [Sealed],
+    /// The links' password, when it was generated.
+    password: Option<&'a str>,
+    expires_at: i64,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// The staff notices the plan asks for, committed with the message.
+    fn notices(
+        &self,
+        plan: &Plan,
+        about: &About<'_>,
+        recipients: &[String],
+        body: &[u8],
+    ) -> Vec<NewMessage> {
+        let mut out = Vec::new();
+        for notice in plan.notices() {
+            match notice {
+                Notice::Password => {
+                    if let Some(password) = about.password {
+                        out.push(self.password_notice(
+                            about.queue_id,
+                            about.account,
+                            about.staff,
+                            recipients,
+                            about.sealed,
+                            password,
+                            about.expires_at,
+                            body,
+                        ));
+                    }
+                }
+                Notice::Pii(categories) => out.push(self.pii_notice(
+                    about.queue_id,
+                    about.account,
+                    about.staff,
+                    &categories,
+                    body,
+                )),
+            }
+        }
+        out
+    }
+
     /// The generated link password, for the staff member only: committed
     /// with the message, so neither exists without the other.
     #[allow(clippy::too_many_arguments)]
