@@ -37,8 +37,9 @@ use tokio::sync::Notify;
 
 use crate::config::{Limits, Listener, ListenerTls};
 use crate::metrics::{Handshake, ProxyRefusal};
+use crate::reply;
 use crate::server::Shared;
-use crate::session::{Origin, Outcome, Session, SessionLimits, reply};
+use crate::session::{Origin, Outcome, Session, SessionLimits};
 
 /// Live connection counts, total and per client IP, and the sessions that
 /// have not logged in yet (the ones a new client may shed).

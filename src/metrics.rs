@@ -54,7 +54,7 @@ use std::time::Duration;
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::session::reply::Reply;
+use crate::reply::Reply;
 use crate::store::{QueueStats, now_ms};
 
 pub const SMTP_SESSIONS: &str = "schleuse_smtp_sessions_total";

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -296,7 +296,7 @@ async fn basic_auth(
     let (Some(user), Some(pass)) = (&config.admin.username, &config.admin.password) else {
         return next.run(request).await;
     };
-    if credentials_match(request.headers(), user, pass) {
+    if crate::basic_auth::credentials_match(request.headers(), user, pass) {
         return next.run(request).await;
     }
     let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
@@ -305,75 +305,4 @@ async fn basic_auth(
         HeaderValue::from_static("Basic realm=\"schleuse admin\", charset=\"UTF-8\""),
     );
     response
-}
-
-/// Compares digests, not the strings, so neither the content nor the length
-/// of the expected credentials shows in the time taken.
-pub(crate) fn credentials_match(headers: &HeaderMap, user: &str, pass: &str) -> bool {
-    use aws_lc_rs::digest::{SHA256, digest};
-    use base64::Engine as _;
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, token)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
-        return false;
-    };
-    let expected = format!("{user}:{pass}");
-    let given = digest(&SHA256, &given);
-    let expected = digest(&SHA256, expected.as_bytes());
-    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_ref(), expected.as_ref()).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_auth(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(value).expect("header value"),
-        );
-        h
-    }
-
-    #[test]
-    fn basic_auth_compares_user_and_password() {
-        // "prom:s3cret" and "prom:wrong"
-        assert!(credentials_match(
-            &with_auth("Basic cHJvbTpzM2NyZXQ="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(credentials_match(
-            &with_auth("basic cHJvbTpzM2NyZXQ="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(
-            &with_auth("Basic cHJvbTp3cm9uZw=="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(
-            &with_auth("Bearer cHJvbTpzM2NyZXQ="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(
-            &with_auth("Basic %%%"),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(&HeaderMap::new(), "prom", "s3cret"));
-    }
 }

@@ -14,8 +14,9 @@ use rand::Rng;
 
 use super::relay::RcptResult;
 use super::unrecorded::{Kept, LogEvery};
-use super::{Engine, POLL, dsn};
+use super::{Engine, POLL};
 use crate::config::Config;
+use crate::dsn;
 use crate::store::{AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, now_ms};
 
 /// How often kept outcomes are offered to the store again.

@@ -32,6 +32,9 @@ use serde::Serialize;
 use crate::store::BoxFuture;
 use crate::store::guesses::GuessPolicy;
 
+/// The tracing target of the link service's lines (service and client).
+const LOG_TARGET: &str = "schleuse::links";
+
 /// What the link page may show about a document before it is opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LinkView {

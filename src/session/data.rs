@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::reply::{self, Reply};
 use super::{Session, wire};
+use crate::reply::{self, Reply};
 use std::sync::Arc;
 
 use crate::config::{Config, MissingKey, Sending};

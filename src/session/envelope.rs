@@ -17,12 +17,12 @@
 use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::reply::{self, Reply};
 use super::{Envelope, Session, wire};
 use crate::accounts::Account;
 use crate::config::Sending;
 use crate::limits::{self, Kind, Quotas};
 use crate::policy;
+use crate::reply::{self, Reply};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The account's hourly and daily message quotas, then the client IP's

@@ -26,11 +26,13 @@ mod auth;
 mod data;
 mod deadline;
 mod envelope;
-pub mod reply;
 mod suppression;
 pub mod wire;
 
 pub use deadline::SessionLimits;
+// The replies moved to `crate::reply` (policy, limits and metrics use them
+// too); this path stays for callers not changed yet.
+pub use crate::reply;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,9 +44,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::accounts::Account;
 use crate::config::{Config, ListenerTls};
 use crate::listener::Slot;
+use crate::reply::Reply;
 use crate::server::Shared;
 use deadline::Cut;
-use reply::Reply;
 
 /// How long a failed AUTH waits before its `535` (like Dovecot's
 /// `auth_failure_delay`). Per-IP bans after repeated failures are the

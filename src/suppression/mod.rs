@@ -35,8 +35,8 @@ pub mod webhook;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::reply::Reply;
 use crate::server::Shared;
-use crate::session::reply::Reply;
 use crate::store::suppression::{
     NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource, normalise,
 };
@@ -238,14 +238,14 @@ async fn effect_of(
                 event.kind,
                 event.detail.as_deref().unwrap_or("no reason given")
             );
-            let failure = crate::delivery::dsn::Failure {
+            let failure = crate::dsn::Failure {
                 recipient: &event.email,
                 diagnostic: &diagnostic,
                 expired: false,
                 reported: Some(&verdict.status),
             };
             // The content is gone once the message is final: no headers.
-            Some(crate::delivery::dsn::notice(
+            Some(crate::dsn::notice(
                 &config.server.hostname,
                 &msg,
                 to,

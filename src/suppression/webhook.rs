@@ -51,7 +51,7 @@ async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         // Switched off by a reload: as if the path did not exist.
         return StatusCode::NOT_FOUND.into_response();
     };
-    if crate::admin::endpoint::credentials_match(request.headers(), user, pass) {
+    if crate::basic_auth::credentials_match(request.headers(), user, pass) {
         return next.run(request).await;
     }
     tracing::info!("webhook: request without valid credentials refused");
