@@ -49,6 +49,7 @@ pub mod reputation;
 pub mod retention;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod suppression;
 pub mod tls;

@@ -18,7 +18,7 @@ use schleuse::config::ListenerTls;
 use schleuse::links::service::{self, ServiceOptions};
 use schleuse::links::vault::{Plain, SealOptions, Vault};
 use schleuse::queue::Queue;
-use schleuse::server::Shared;
+use schleuse::state::Shared;
 use schleuse::session::{Origin, Session};
 use schleuse::store::guesses::GuessPolicy;
 use schleuse::store::{NewMessage, new_queue_id, now_ms};

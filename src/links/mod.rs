@@ -21,7 +21,6 @@ pub mod notice;
 pub mod page;
 mod response;
 pub mod service;
-pub mod tasks;
 pub mod vault;
 
 use std::net::IpAddr;

@@ -43,9 +43,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::accounts::Account;
 use crate::config::{Config, ListenerTls};
-use crate::listener::Slot;
 use crate::reply::Reply;
-use crate::server::Shared;
+use crate::state::Shared;
+use crate::state::connections::Slot;
 use deadline::Cut;
 
 /// How long a failed AUTH waits before its `535` (like Dovecot's

@@ -36,7 +36,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::reply::Reply;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::suppression::{
     NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource, normalise,
 };

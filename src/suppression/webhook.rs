@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The webhook's routes, when `webhook_path` is set. The path and the body
 /// limit are read here, once: changing them takes a restart.

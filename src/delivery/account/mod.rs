@@ -55,7 +55,7 @@ const TICK: Duration = Duration::from_secs(1);
 const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 const EXPIRE_SCAN: usize = 500;
 
-/// The pause state of this process (`Shared::account_pause`).
+/// The pause state of this process (`Handles::account_pause`).
 #[derive(Default)]
 pub struct AccountPause {
     state: Mutex<State>,
@@ -294,7 +294,7 @@ pub(super) async fn judge_replies(
     let system = msg
         .sender
         .eq_ignore_ascii_case(&config.sender.system_address);
-    let pause = &engine.shared.account_pause;
+    let pause = &engine.handles.account_pause;
     let (judgement, began) = pause.judge(
         &config.delivery.account_pause,
         system,
@@ -380,7 +380,7 @@ pub(super) async fn watch(engine: Arc<Engine>) {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let pause = &engine.shared.account_pause;
+        let pause = &engine.handles.account_pause;
         if !pause.is_paused() {
             continue;
         }
@@ -419,11 +419,11 @@ async fn probe(engine: &Engine, config: &Config) {
         Probe::Failed(_) => "failed",
     };
     counter!(ACCOUNT_PROBES, "result" => result).increment(1);
-    let pause = &engine.shared.account_pause;
+    let pause = &engine.handles.account_pause;
     match pause.probed(ap, &found, Instant::now()) {
         Some(After::Resumed { paused_for, probes }) => {
             gauge!(ACCOUNT_PAUSED).set(0.0);
-            engine.shared.upstream_contact.ok();
+            engine.handles.upstream_contact.ok();
             if let Probe::Refused { reply, .. } = &found {
                 tracing::warn!(rcpt, reply = %reply, "probe recipient refused (check [delivery.account_pause] notify), but the upstream takes mail from the account again");
             }
