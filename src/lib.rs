@@ -23,6 +23,11 @@
 //! - [`admin`]: the `user` and `queue` commands and the HTTP endpoint
 //!   (`/metrics`, `/healthz`, `/readyz`); [`metrics`] names what is counted;
 //!   [`server`] wires it all.
+//! - shared ground, below the stages that use it: [`state`] (what
+//!   `schleuse run` shares: config snapshots, queue, connections, limits,
+//!   vault), [`reply`] (SMTP replies), [`dsn`] (the DSNs sent), [`dns`]
+//!   (the resolver), [`basic_auth`]. The modules import one another
+//!   without cycles (`.ci/run` checks with `modgraph.py`).
 
 pub mod accounts;
 pub mod admin;
