@@ -28,6 +28,8 @@ mod deadline;
 mod envelope;
 pub mod reply;
 mod suppression;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 pub use deadline::SessionLimits;
