@@ -27,7 +27,7 @@ mod data;
 mod deadline;
 mod envelope;
 pub mod reply;
-mod suppression;
+mod suppression_list;
 #[cfg(test)]
 mod tests;
 pub mod wire;

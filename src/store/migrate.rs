@@ -64,7 +64,7 @@ mod target;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
-use super::documents::{self, DocumentError, DocumentFiles, LocalFiles};
+use super::document_files::{self, DocumentError, DocumentFiles, LocalFiles};
 use super::pseudonym::PseudonymError;
 use crate::config::{Config, DocumentBackend, StoreBackend, parse_postgres_url};
 
@@ -379,9 +379,9 @@ async fn copy_documents(
             }
             std::sync::Arc::new(LocalFiles::open(&dir).map_err(MigrateError::OldDocuments)?)
         }
-        DocumentBackend::S3 => documents::open(from).map_err(MigrateError::OldDocuments)?,
+        DocumentBackend::S3 => document_files::open(from).map_err(MigrateError::OldDocuments)?,
     };
-    let new = documents::open(to).map_err(MigrateError::NewDocuments)?;
+    let new = document_files::open(to).map_err(MigrateError::NewDocuments)?;
     new.probe().await.map_err(MigrateError::NewDocuments)?;
     // An interrupted write is listed under its document's id too.
     let mut ids: Vec<String> = old

@@ -60,7 +60,7 @@ async fn setup(extra_toml: &str) -> Setup {
     let config = Config::parse(&text, Path::new("test.toml")).expect("test config parses");
     config.validate().expect("test config is valid");
     let store = crate::store::open(&config).await.expect("open store");
-    let files = crate::store::documents::open(&config).expect("open document files");
+    let files = crate::store::document_files::open(&config).expect("open document files");
     let vault = Arc::new(Vault::new(Arc::clone(&store), files, None));
     let accounts = Accounts {
         accounts: vec![Account {
