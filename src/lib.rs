@@ -33,6 +33,7 @@ pub mod delivery;
 pub mod dkim;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod html;
 pub mod limits;
 pub mod links;
 pub mod listener;
