@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn greeting_and_ehlo_keywords() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.connect(ListenerTls::None).await;
     c.greeting.assert_code("220 gw.test ESMTP");
     let ehlo = c.send("EHLO client.test").await;
@@ -32,7 +32,7 @@ async fn greeting_and_ehlo_keywords() {
 
 #[tokio::test]
 async fn auth_is_not_offered_nor_taken_before_tls() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.connect(ListenerTls::Starttls).await;
     let ehlo = c.send("EHLO client.test").await;
     assert!(
@@ -50,7 +50,7 @@ async fn auth_is_not_offered_nor_taken_before_tls() {
 
 #[tokio::test]
 async fn mail_needs_ehlo_then_auth() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.connect(ListenerTls::None).await;
     c.send("MAIL FROM:<app@example.com>")
         .await
@@ -67,7 +67,7 @@ async fn mail_needs_ehlo_then_auth() {
 
 #[tokio::test]
 async fn auth_plain_and_login_succeed() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send(&auth_plain(USER, PASSWORD))
         .await
@@ -97,7 +97,7 @@ async fn auth_plain_and_login_succeed() {
 
 #[tokio::test]
 async fn auth_failures() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.connect(ListenerTls::None).await;
     c.send(&auth_plain(USER, PASSWORD))
         .await
@@ -121,7 +121,7 @@ async fn auth_failures() {
 
 #[tokio::test]
 async fn sender_outside_the_account_is_refused() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("MAIL FROM:<someone@elsewhere.example>")
         .await
@@ -136,7 +136,7 @@ async fn sender_outside_the_account_is_refused() {
 
 #[tokio::test]
 async fn recipients_are_limited_per_message() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("MAIL FROM:<app@example.com>")
         .await
@@ -157,7 +157,7 @@ async fn recipients_are_limited_per_message() {
 
 #[tokio::test]
 async fn declared_size_over_the_limit_is_refused_at_mail() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send(&format!(
         "MAIL FROM:<app@example.com> SIZE={}",
@@ -172,7 +172,7 @@ async fn declared_size_over_the_limit_is_refused_at_mail() {
 
 #[tokio::test]
 async fn commands_out_of_sequence() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("RCPT TO:<rcpt@example.org>")
         .await
@@ -187,7 +187,7 @@ async fn commands_out_of_sequence() {
 
 #[tokio::test]
 async fn rset_noop_and_quit() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("MAIL FROM:<app@example.com>")
         .await
@@ -208,7 +208,7 @@ async fn rset_noop_and_quit() {
 
 #[tokio::test]
 async fn over_long_line_is_answered_once_and_the_session_goes_on() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.connect(ListenerTls::None).await;
     let long = format!("NOOP {}", "x".repeat(crate::session::wire::MAX_LINE + 100));
     c.send(&long).await.assert_code("500 5.5.2");
@@ -217,7 +217,7 @@ async fn over_long_line_is_answered_once_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn bare_line_feed_in_a_command_closes_the_session() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.connect(ListenerTls::None).await;
     c.write(b"NOOP\nNOOP\r\n").await;
     let r = c.read().await;
@@ -227,7 +227,7 @@ async fn bare_line_feed_in_a_command_closes_the_session() {
 
 #[tokio::test]
 async fn a_message_is_queued_before_its_250() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("MAIL FROM:<app@example.com>")
         .await
@@ -250,7 +250,7 @@ async fn a_message_is_queued_before_its_250() {
 
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.write(
         b"MAIL FROM:<app@example.com>\r\nRCPT TO:<a@example.org>\r\n\
@@ -270,7 +270,7 @@ async fn pipelined_commands_are_answered_in_order() {
 
 #[tokio::test]
 async fn message_over_the_limit_is_refused_after_data() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("MAIL FROM:<app@example.com>")
         .await
@@ -289,7 +289,7 @@ async fn message_over_the_limit_is_refused_after_data() {
 
 #[tokio::test]
 async fn from_header_outside_the_account_is_refused() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut c = s.logged_in().await;
     c.send("MAIL FROM:<app@example.com>")
         .await
@@ -301,4 +301,52 @@ async fn from_header_outside_the_account_is_refused() {
     let forged = message("m3").replace("From: <app@example.com>", "From: <boss@elsewhere.example>");
     c.write(forged.as_bytes()).await;
     c.send(".").await.assert_code("553 5.7.1");
+}
+
+#[tokio::test]
+async fn recipient_checks_at_rcpt() {
+    use crate::store::suppression::{Suppression, SuppressionSource};
+    let s = setup().await;
+    let listed = Suppression {
+        address: "gone@example.org".into(),
+        source: SuppressionSource::Admin,
+        reason: "left".into(),
+        detail: None,
+        created_at: crate::store::now_ms(),
+        expires_at: None,
+    };
+    let store = s.shared.queue.store();
+    store.suppress(listed, true).await.expect("suppress");
+    let mut c = s.logged_in().await;
+    c.send("MAIL FROM:<app@example.com>")
+        .await
+        .assert_code("250 2.1.0");
+    c.send("RCPT TO:<gone@example.org>")
+        .await
+        .assert_code("550 5.1.1");
+    // Non-ASCII needs SMTPUTF8 on MAIL.
+    c.send("RCPT TO:<pär@example.org>")
+        .await
+        .assert_code("553 5.6.7");
+    c.send("RCPT TO:<ok@example.org>")
+        .await
+        .assert_code("250 2.1.5");
+    c.send("RSET").await.assert_code("250 2.0.0");
+    // The null sender only for reports to the system address.
+    c.send("MAIL FROM:<>").await.assert_code("250 2.1.0");
+    c.send("RCPT TO:<ok@example.org>")
+        .await
+        .assert_code("550 5.7.1");
+}
+
+#[tokio::test]
+async fn too_many_errors_close_the_session() {
+    let s = setup_with(|c| c.limits.max_errors_per_session = 3).await;
+    let mut c = s.connect(ListenerTls::None).await;
+    c.send("FROB").await.assert_code("500 5.5.1");
+    c.send("FROB").await.assert_code("500 5.5.1");
+    c.write(b"FROB\r\n").await;
+    c.read().await.assert_code("500 5.5.1");
+    c.read().await.assert_code("421 4.7.0");
+    c.assert_closed().await;
 }

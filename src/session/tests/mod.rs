@@ -5,8 +5,8 @@
 //! sessions). The black-box tests in `tests/` cover TLS, the listener,
 //! and what happens to a message after its `250`.
 //!
-//! [`setup`] is the one place that knows what a session is built from;
-//! when those pieces move, only it changes.
+//! [`setup_with`] is the one place that knows what a session is built
+//! from; when those pieces move, only it changes.
 
 mod dialogue;
 
@@ -41,11 +41,15 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-/// Builds everything a session depends on: the config (the harness's
-/// defaults, then `extra_toml`), one account with a cheap password hash,
-/// an embedded store and document files in a temp dir, no TLS and no DKIM
-/// key.
-async fn setup(extra_toml: &str) -> Setup {
+/// What a session depends on, with the test config as it is.
+async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// Builds everything a session depends on: the config (the test defaults,
+/// then `adjust`), one account with a cheap password hash, an embedded
+/// store and document files in a temp dir, no TLS and no DKIM key.
+async fn setup_with(adjust: impl FnOnce(&mut Config)) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "[server]\nhostname = \"gw.test\"\ndata_dir = {data_dir:?}\n\
@@ -53,11 +57,11 @@ async fn setup(extra_toml: &str) -> Setup {
          [limits]\nmax_message_size = \"{MAX_SIZE}\"\n\
          max_recipients_per_message = {MAX_RECIPIENTS}\n\
          [privacy]\npii = \"off\"\nreceived_header = \"minimal\"\n\
-         [sender]\nfrom = \"keep\"\nreply_to = \"keep\"\n\
-         {extra_toml}",
+         [sender]\nfrom = \"keep\"\nreply_to = \"keep\"\n",
         data_dir = dir.path().join("var"),
     );
-    let config = Config::parse(&text, Path::new("test.toml")).expect("test config parses");
+    let mut config = Config::parse(&text, Path::new("test.toml")).expect("test config parses");
+    adjust(&mut config);
     config.validate().expect("test config is valid");
     let store = crate::store::open(&config).await.expect("open store");
     let files = crate::store::document_files::open(&config).expect("open document files");
