@@ -41,6 +41,7 @@ pub mod dns;
 pub mod dsn;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod html;
 pub mod limits;
 pub mod links;
 pub mod listener;

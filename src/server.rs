@@ -131,7 +131,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     }
     let store = crate::store::open(&config).await?;
     store.set_clear_recipients(config.privacy.log_recipients == LogRecipients::Clear);
-    let files = crate::store::documents::open(&config)?;
+    let files = crate::store::document_files::open(&config)?;
     files.probe().await?;
     tracing::info!(at = %config.documents.describe(&config.server.data_dir), "document store opened (AES-256-GCM, key per link, never stored)");
     if config.documents.backend == crate::config::DocumentBackend::S3

@@ -147,7 +147,7 @@ impl Env {
         let dir = temp_dir();
         let config = schleuse::fuzzing::config(&config_text(dir.path())).expect("fuzz config");
         let store = schleuse::store::open(&config).await.expect("store");
-        let files = schleuse::store::documents::open(&config).expect("document files");
+        let files = schleuse::store::document_files::open(&config).expect("document files");
         let vault = Arc::new(Vault::new(store.clone(), files, None));
         let mut accounts = Accounts::default();
         accounts

@@ -275,19 +275,19 @@ pub fn test(config: &Config, accounts: &Accounts, args: &TestArgs<'_>) -> anyhow
             .map(|c| format!("{} ({}x)", c.as_str(), findings.count(*c)))
             .collect();
         let _ = writeln!(o, "  found: {}", found.join(", "));
-        let consequence = match privacy::policy::decide(&message, &privacy_cfg) {
-            privacy::policy::Decision::Pass => "no action (pii = off)".to_owned(),
-            privacy::policy::Decision::Tag { note } => {
+        let consequence = match privacy::decision::decide(&message, &privacy_cfg) {
+            privacy::decision::Decision::Pass => "no action (pii = off)".to_owned(),
+            privacy::decision::Decision::Tag { note } => {
                 format!("relayed; delivery log note {note:?}")
             }
-            privacy::policy::Decision::Warn { .. } => {
+            privacy::decision::Decision::Warn { .. } => {
                 "relayed; the staff member gets a notice naming the categories".into()
             }
-            privacy::policy::Decision::Hold { .. } => {
+            privacy::decision::Decision::Hold { .. } => {
                 held.push("pii".into());
                 "accepted and held for an admin".into()
             }
-            privacy::policy::Decision::Reject { text } => {
+            privacy::decision::Decision::Reject { text } => {
                 let r = format!("550 5.7.1 {text}");
                 refusals.push(r.clone());
                 format!("refused: {r}")

@@ -60,9 +60,6 @@ use outcome::{record_kept, record_kept_once};
 use scheduler::{schedule, worker};
 
 pub use health::{Contact, Handles, Pause};
-// The DSN builder moved to `crate::dsn` (suppression builds DSNs too, and
-// delivery calls suppression); this path stays for callers not changed yet.
-pub use crate::dsn;
 
 /// How often the scheduler looks at the store without being woken.
 const POLL: Duration = Duration::from_secs(1);

@@ -18,9 +18,7 @@ use super::DkimError;
 use super::keygen;
 use super::keys::{self, Algorithm, PrivateKey};
 use crate::config::Config;
-// Moved to `crate::dns` (the blocklist watch uses it too); this path stays
-// for callers not changed yet.
-pub use crate::dns::resolver;
+use crate::dns::resolver;
 
 /// The verdict for one selector.
 #[derive(Debug, Clone, PartialEq, Eq)]

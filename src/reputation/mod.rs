@@ -3,10 +3,11 @@
 //! With `[reputation] blocklist_check = true`, a background task looks up
 //! the gateway's egress IPs in every DNSBL and its sending domains in every
 //! RHSBL each `check_interval`, through the `[dns]` resolver
-//! ([`blocklist`] says how answers are read). A new listing is logged at
-//! error level (target, list, return codes, the list's TXT reason) and
-//! shows as `schleuse_blocklist_listed{list,target} 1`; every lookup counts
-//! in `schleuse_blocklist_checks_total{result}`.
+//! ([`blocklist`] says how answers are read, [`watch`] what is kept
+//! between rounds). A new listing is logged at error level (target, list,
+//! return codes, the list's TXT reason) and shows as
+//! `schleuse_blocklist_listed{list,target} 1`; every lookup counts in
+//! `schleuse_blocklist_checks_total{result}`.
 //!
 //! With `pause_on_listing = true`, delivery holds (messages stay queued,
 //! see [`crate::delivery::Pause`]) while anything is listed, and resumes
@@ -23,6 +24,7 @@
 //! applies from the next round on.
 
 pub mod blocklist;
+pub mod watch;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::delivery::Handles;
 use crate::state::Shared;
-use blocklist::Watch;
+use watch::{Listing, Watch};
 
 /// Starts the watch (a task that ends at shutdown). When it will pause on
 /// listings, delivery is held from now until its first round.
@@ -92,7 +94,7 @@ pub async fn round(delivery: &Handles, config: &Config, watch: &mut Watch) {
     // A listed egress address out of the rotation no longer sends: only
     // the listings that still matter hold delivery.
     let egress = &config.upstream.egress;
-    let holding: Vec<&blocklist::Listing> = listings
+    let holding: Vec<&Listing> = listings
         .iter()
         .filter(|l| {
             l.target
@@ -121,7 +123,7 @@ pub async fn round(delivery: &Handles, config: &Config, watch: &mut Watch) {
 
 /// Takes listed egress addresses out of the rotation and puts cleared ones
 /// back (`crate::delivery::egress`).
-fn rotate_egress(delivery: &Handles, config: &Config, listings: &[blocklist::Listing]) {
+fn rotate_egress(delivery: &Handles, config: &Config, listings: &[Listing]) {
     let egress = &config.upstream.egress;
     let listed: HashSet<IpAddr> = listings
         .iter()

@@ -19,7 +19,7 @@ use crate::dkim::{DkimError, Signer};
 use crate::links::notice::PasswordNotice;
 use crate::links::vault::Sealed;
 use crate::policy::rules::{self, Verdict};
-use crate::privacy::policy::Decision;
+use crate::privacy::decision::Decision;
 use crate::store::{NewMessage, new_queue_id};
 use crate::transform::documents::{self, DocumentsError};
 use crate::{policy, privacy, transform};
@@ -29,10 +29,10 @@ const PII_INLINE_MAX: usize = 128 * 1024;
 
 async fn pii_decision(body: &[u8], privacy: &crate::config::Privacy) -> Decision {
     if body.len() <= PII_INLINE_MAX {
-        return privacy::policy::decide(body, privacy);
+        return privacy::decision::decide(body, privacy);
     }
     let (raw, privacy) = (body.to_vec(), privacy.clone());
-    tokio::task::spawn_blocking(move || privacy::policy::decide(&raw, &privacy))
+    tokio::task::spawn_blocking(move || privacy::decision::decide(&raw, &privacy))
         .await
         // The blocking pool is shutting down: nothing will be relayed anyway.
         .unwrap_or(Decision::Pass)

@@ -26,7 +26,9 @@ mod auth;
 mod data;
 mod deadline;
 mod envelope;
-mod suppression;
+mod suppression_list;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 pub use deadline::SessionLimits;
