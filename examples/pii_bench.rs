@@ -16,7 +16,7 @@
 //! is reported as MB/s (10^6 bytes of text per second of this thread's CPU
 //! time, so a busy machine slows the run but not the figure). The last line is a
 //! digest of every finding, so two builds can be compared for equal results
-//! (`--digest-only` prints just that line).
+//! (`--digest-only` prints just that line; `--only NAME` runs one input).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
@@ -96,6 +96,11 @@ fn main() {
         .unwrap_or(11usize)
         .max(1);
     let digest_only = args.iter().any(|a| a == "--digest-only");
+    // `--only NAME` runs one input (for a profile of just that one).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
     let opts = Options::default();
     let german = corpus();
     let x = vec![smtp_source_body(200 * 1024)];
@@ -115,6 +120,9 @@ fn main() {
             ("german-60k", &joined, &no_cut),
             ("smtp-source", &x, &opts),
         ] {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
             let size: usize = texts.iter().map(String::len).sum();
             println!(
                 "{name:<12} {:>4} text(s), {size:>7} bytes: {:>8.1} MB/s",

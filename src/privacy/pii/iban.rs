@@ -100,8 +100,9 @@ pub(crate) fn find(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let mut i = 0;
     while i + 4 <= bytes.len() {
-        // Cheap test first: nearly every position fails on its first byte.
-        if !bytes[i].is_ascii_uppercase() {
+        // Cheap tests first (the same as `match_at`'s, but inline): nearly
+        // every position is inside a word or not an upper-case letter.
+        if !bytes[i].is_ascii_uppercase() || (i > 0 && is_word_byte(bytes[i - 1])) {
             i += 1;
             continue;
         }

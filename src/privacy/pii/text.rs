@@ -224,6 +224,24 @@ pub(crate) fn words_after(lower: &str, pos: usize, max: usize, reach: usize) -> 
     words
 }
 
+/// The first position at or after `from` whose byte is `wanted`, or the
+/// length of `bytes`. Most of a text holds none of the bytes a scanner
+/// starts at (digits, `+`): 32-byte blocks are tested without an early exit,
+/// which the compiler turns into vector compares.
+pub(crate) fn skip_to(bytes: &[u8], from: usize, wanted: impl Fn(u8) -> bool) -> usize {
+    let mut i = from.min(bytes.len());
+    while let Some(block) = bytes.get(i..i + 32) {
+        if block.iter().fold(false, |any, &b| any | wanted(b)) {
+            break;
+        }
+        i += 32;
+    }
+    while i < bytes.len() && !wanted(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
 /// Start of the line containing `pos`.
 pub(crate) fn line_start(bytes: &[u8], pos: usize) -> usize {
     let pos = pos.min(bytes.len());
@@ -274,6 +292,19 @@ mod tests {
         let l = lowercase_same_len("ÄÖÜ İx Straße");
         assert_eq!(l.len(), "ÄÖÜ İx Straße".len());
         assert!(l.starts_with("äöü"));
+    }
+
+    #[test]
+    fn skip_to_finds_the_first_wanted_byte() {
+        let mut t = vec![b'x'; 100];
+        assert_eq!(skip_to(&t, 0, |b| b.is_ascii_digit()), 100);
+        t[70] = b'7';
+        t[99] = b'9';
+        for from in [0, 31, 32, 69, 70] {
+            assert_eq!(skip_to(&t, from, |b| b.is_ascii_digit()), 70);
+        }
+        assert_eq!(skip_to(&t, 71, |b| b.is_ascii_digit()), 99);
+        assert_eq!(skip_to(&t, 200, |b| b.is_ascii_digit()), 100);
     }
 
     #[test]
