@@ -33,7 +33,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore as _;
 use schleuse::config::Language;
 use schleuse::links::crypto::{DocumentKey, new_salt, new_token};
-use schleuse::store::documents::{DocumentFiles as _, LocalFiles};
+use schleuse::store::document_files::{DocumentFiles as _, LocalFiles};
 use schleuse::transform::attachments::{self, ExtractOptions, Plan, Scan};
 use schleuse::transform::linkblock::{Block, Entry};
 

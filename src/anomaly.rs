@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use crate::config::Reputation;
-use crate::limits::Kind;
 use crate::store::Store;
+use crate::store::limits::Kind;
 
 const HOUR_MS: i64 = 3_600_000;
 

@@ -27,17 +27,26 @@
 //! - [`admin`]: the `user` and `queue` commands and the HTTP endpoint
 //!   (`/metrics`, `/healthz`, `/readyz`); [`metrics`] names what is counted;
 //!   [`server`] wires it all.
+//! - shared ground, below the stages that use it: [`state`] (what
+//!   `schleuse run` shares: config snapshots, queue, connections, limits,
+//!   vault), [`reply`] (SMTP replies), [`dsn`] (the DSNs sent), [`dns`]
+//!   (the resolver), [`basic_auth`]. The modules import one another
+//!   without cycles (`.ci/run` checks with `modgraph.py`).
 
 pub mod accounts;
 pub mod admin;
 pub mod anomaly;
 pub mod argon2_pool;
+pub mod basic_auth;
 pub mod blocking;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
+pub mod dns;
+pub mod dsn;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod html;
 pub mod limits;
 pub mod links;
 pub mod listener;
@@ -47,10 +56,12 @@ pub mod pipeline;
 pub mod policy;
 pub mod privacy;
 pub mod queue;
+pub mod reply;
 pub mod reputation;
 pub mod retention;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod suppression;
 pub mod tls;

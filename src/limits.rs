@@ -51,11 +51,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::accounts::Account;
 use crate::config::Limits;
-use crate::session::reply::Reply;
+use crate::reply::Reply;
+// The counter keys are the store's (the anomaly hold reads them too).
 use crate::store::limits::Counter;
-
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+pub use crate::store::limits::Kind;
 
 /// The in-memory part: the per-IP message rate and the failed logins.
 #[derive(Default)]
@@ -151,43 +150,6 @@ impl Quotas {
     }
 }
 
-/// A fixed window containing `now`: (its number, its end), both in ms.
-fn window(now: i64, len: i64) -> (i64, i64) {
-    let n = now.div_euclid(len);
-    (n, (n + 1) * len)
-}
-
-/// Which counter: key prefix and window length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    MessagesHour,
-    MessagesDay,
-    RecipientsDay,
-}
-
-impl Kind {
-    fn prefix(self) -> &'static str {
-        match self {
-            Kind::MessagesHour => "acct-msg-h",
-            Kind::MessagesDay => "acct-msg-d",
-            Kind::RecipientsDay => "acct-rcpt-d",
-        }
-    }
-
-    fn len(self) -> i64 {
-        match self {
-            Kind::MessagesHour => HOUR_MS,
-            Kind::MessagesDay | Kind::RecipientsDay => DAY_MS,
-        }
-    }
-
-    /// The counter key for `account` at `now` and when its window ends.
-    pub fn key(self, account: &str, now: i64) -> (String, i64) {
-        let (n, until) = window(now, self.len());
-        (format!("{}:{account}:{n}", self.prefix()), until)
-    }
-}
-
 /// What an accepted message with `recipients` adds to the account's counters.
 pub fn counters(account: &str, recipients: usize, now: i64) -> Vec<Counter> {
     [
@@ -251,7 +213,7 @@ pub fn ip_rate_reply(ip: IpAddr, per_minute: u32, wait: Duration, now: i64) -> R
 
 /// `450 4.7.1` for an account at one of its quotas.
 pub fn quota_reply(account: &str, kind: Kind, limit: u32, now: i64) -> Reply {
-    let (_, until) = window(now, kind.len());
+    let (_, until) = kind.key(account, now);
     let what = match kind {
         Kind::MessagesHour => "hourly limit of {} messages",
         Kind::MessagesDay => "daily limit of {} messages",
@@ -272,15 +234,11 @@ pub fn quota_reply(account: &str, kind: Kind, limit: u32, now: i64) -> Reply {
 mod tests {
     use super::*;
 
+    const HOUR_MS: i64 = 3_600_000;
+
     #[test]
-    fn windows_and_keys() {
+    fn counters_of_a_message() {
         let now = 10 * HOUR_MS + 5;
-        assert_eq!(window(now, HOUR_MS), (10, 11 * HOUR_MS));
-        assert_eq!(
-            Kind::MessagesHour.key("via", now),
-            ("acct-msg-h:via:10".to_string(), 11 * HOUR_MS)
-        );
-        assert_eq!(Kind::RecipientsDay.key("via", now).1, DAY_MS);
         let c = counters("via", 3, now);
         assert_eq!(c.len(), 3);
         assert_eq!(c[2].add, 3);

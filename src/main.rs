@@ -331,7 +331,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(admin::gdpr::export(store.as_ref(), &address))
                 }
                 GdprCommand::Erase { address, yes } => {
-                    let files = schleuse::store::documents::open(&config)?;
+                    let files = schleuse::store::document_files::open(&config)?;
                     rt.block_on(admin::gdpr::erase(
                         store.as_ref(),
                         files.as_ref(),
@@ -370,7 +370,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(admin::links::list(store.as_ref(), all, json))
                 }
                 LinksCommand::Revoke { id } => {
-                    let files = schleuse::store::documents::open(&config)?;
+                    let files = schleuse::store::document_files::open(&config)?;
                     let vault = schleuse::links::vault::Vault::new(store, files, None);
                     rt.block_on(admin::links::revoke(&vault, &id))
                 }

@@ -1,6 +1,6 @@
 //! Retention (SPEC §7): records are kept only as long as `[retention]`
 //! says. The delivery log of final messages is purged here; document links
-//! and the download log are purged with the documents (`links::tasks`).
+//! and the download log are purged with the documents (`server::link_tasks`).
 //! Expired suppression entries go in the same round, relay (Mailjet)
 //! events with the delivery log. Ended limit-counter windows and bans
 //! (`crate::limits`) go too (hourly message counters only after
@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::now_ms;
 
 fn millis(d: Duration) -> i64 {

@@ -9,9 +9,14 @@
 //! SIGTERM stops accepting, lets sessions finish up to
 //! `server.shutdown_grace`, stops delivery after the messages in hand; a
 //! second SIGTERM exits at once (the store is consistent at every commit).
+//!
+//! The state it builds and hands out is `crate::state::Shared`; this file
+//! is the top of the layers, the wiring only.
+
+mod link_tasks;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,123 +30,9 @@ use crate::admin::endpoint::Endpoint;
 use crate::config::{AttachmentMode, Config, ListenerTls, LogRecipients, UpstreamMode};
 use crate::dkim::Signer;
 use crate::links::vault::Vault;
-use crate::listener::Connections;
 use crate::queue::Queue;
-use crate::{delivery, links, listener, tls};
-
-/// State every session and worker shares. Config and accounts are swapped
-/// whole on reload; readers take a cheap `Arc` snapshot.
-pub struct Shared {
-    config: RwLock<Arc<Config>>,
-    accounts: RwLock<Arc<Accounts>>,
-    tls: RwLock<Option<TlsAcceptor>>,
-    /// DKIM keys of the running configuration, replaced whole on reload.
-    dkim: RwLock<Arc<Signer>>,
-    shutdown: watch::Receiver<bool>,
-    pub queue: Queue,
-    pub connections: Connections,
-    /// Per-IP message rate and failed logins (`crate::limits`).
-    pub limits: crate::limits::State,
-    /// When the upstream last answered (relay mode), for `/readyz`.
-    pub upstream_contact: delivery::Contact,
-    /// Set by the blocklist watch to hold all delivery.
-    pub delivery_pause: delivery::Pause,
-    /// Delivery outcomes the store refused; delivery pauses while any wait.
-    pub unrecorded: delivery::unrecorded::Unrecorded,
-    /// Egress source addresses in use and out (`[[upstream.egress]]`).
-    pub egress: delivery::egress::Rotation,
-    /// Delivery paused for an account-wide upstream refusal.
-    pub account_pause: delivery::account::AccountPause,
-    /// The encrypted document store behind the links.
-    pub vault: Arc<Vault>,
-}
-
-impl Shared {
-    pub fn new(
-        config: Config,
-        accounts: Accounts,
-        tls: Option<TlsAcceptor>,
-        queue: Queue,
-        vault: Arc<Vault>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Shared {
-        Shared {
-            config: RwLock::new(Arc::new(config)),
-            accounts: RwLock::new(Arc::new(accounts)),
-            tls: RwLock::new(tls),
-            dkim: RwLock::new(Arc::new(Signer::empty())),
-            shutdown,
-            queue,
-            connections: Connections::default(),
-            limits: crate::limits::State::default(),
-            upstream_contact: delivery::Contact::default(),
-            delivery_pause: delivery::Pause::default(),
-            unrecorded: delivery::unrecorded::Unrecorded::default(),
-            egress: delivery::egress::Rotation::default(),
-            account_pause: delivery::account::AccountPause::default(),
-            vault,
-        }
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    pub fn accounts(&self) -> Arc<Accounts> {
-        match self.accounts.read() {
-            Ok(a) => Arc::clone(&a),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Sets the DKIM signer (at start; reloads go through `replace`).
-    pub fn with_dkim(self, signer: Signer) -> Shared {
-        if let Ok(mut d) = self.dkim.write() {
-            *d = Arc::new(signer);
-        }
-        self
-    }
-
-    /// The DKIM signer of the running configuration (a cheap snapshot:
-    /// a message is signed with the keys in force when it was taken).
-    pub fn dkim(&self) -> Arc<Signer> {
-        match self.dkim.read() {
-            Ok(d) => Arc::clone(&d),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
-        self.tls.read().ok().and_then(|t| t.clone())
-    }
-
-    pub fn has_tls(&self) -> bool {
-        self.tls.read().map(|t| t.is_some()).unwrap_or(false)
-    }
-
-    /// A receiver that changes once, when shutdown begins.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.clone()
-    }
-
-    fn replace(&self, config: Config, accounts: Accounts, tls: Option<TlsAcceptor>, dkim: Signer) {
-        if let Ok(mut c) = self.config.write() {
-            *c = Arc::new(config);
-        }
-        if let Ok(mut a) = self.accounts.write() {
-            *a = Arc::new(accounts);
-        }
-        if let Ok(mut t) = self.tls.write() {
-            *t = tls;
-        }
-        if let Ok(mut d) = self.dkim.write() {
-            *d = Arc::new(dkim);
-        }
-    }
-}
+use crate::state::Shared;
+use crate::{delivery, listener, tls};
 
 /// Where the running configuration comes from, for reloads.
 pub enum ConfigSource {
@@ -240,7 +131,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
     }
     let store = crate::store::open(&config).await?;
     store.set_clear_recipients(config.privacy.log_recipients == LogRecipients::Clear);
-    let files = crate::store::documents::open(&config)?;
+    let files = crate::store::document_files::open(&config)?;
     files.probe().await?;
     tracing::info!(at = %config.documents.describe(&config.server.data_dir), "document store opened (AES-256-GCM, key per link, never stored)");
     if config.documents.backend == crate::config::DocumentBackend::S3
@@ -254,7 +145,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
              documents.prefix, or share one PostgreSQL store, or they delete each other's documents"
         );
     }
-    let (notices, notice_rx) = links::tasks::notice_channel();
+    let (notices, notice_rx) = link_tasks::notice_channel();
     let vault = Arc::new(Vault::new(store.clone(), files, Some(notices)));
     let accounts = first_account(&config)?;
     check_listener_accounts(&config, &accounts)?;
@@ -282,7 +173,7 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         None => None,
     };
 
-    let link_listener = links::tasks::bind(&config).await?;
+    let link_listener = link_tasks::bind(&config).await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(
@@ -296,13 +187,22 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         )
         .with_dkim(dkim),
     );
-    let link_service = link_listener.map(|l| links::tasks::spawn_service(Arc::clone(&shared), l));
-    links::tasks::spawn_purge(Arc::clone(&shared));
+    let link_service = link_listener.map(|l| link_tasks::spawn_service(Arc::clone(&shared), l));
+    link_tasks::spawn_purge(Arc::clone(&shared));
     crate::retention::spawn(Arc::clone(&shared));
     crate::suppression::liveness::spawn(Arc::clone(&shared));
-    links::tasks::spawn_notices(Arc::clone(&shared), notice_rx);
+    link_tasks::spawn_notices(Arc::clone(&shared), notice_rx);
 
-    let admin = admin.map(|endpoint| endpoint.spawn(Arc::clone(&shared), bound_addrs));
+    // Delivery's health: read by the admin endpoint, set by the blocklist
+    // watch, kept by delivery.
+    let delivery_handles = Arc::new(delivery::Handles::default());
+    let admin = admin.map(|endpoint| {
+        endpoint.spawn(
+            Arc::clone(&shared),
+            Arc::clone(&delivery_handles),
+            bound_addrs,
+        )
+    });
 
     let mut listeners = Vec::new();
     for (listener, l) in bound {
@@ -330,8 +230,8 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         ),
     }
     // Before delivery: it may start paused until its first round.
-    crate::reputation::spawn(Arc::clone(&shared));
-    let delivery = tokio::spawn(delivery::run(Arc::clone(&shared)));
+    crate::reputation::spawn(Arc::clone(&shared), Arc::clone(&delivery_handles));
+    let delivery = tokio::spawn(delivery::run(Arc::clone(&shared), delivery_handles));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog();

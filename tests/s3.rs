@@ -18,7 +18,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use schleuse::config::{DocumentBackend, Documents};
-use schleuse::store::documents::{DocumentError, DocumentFiles};
+use schleuse::store::document_files::{DocumentError, DocumentFiles};
 use schleuse::store::objects::ObjectFiles;
 
 const BUCKET: &str = "schleuse-docs";

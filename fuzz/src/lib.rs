@@ -18,7 +18,7 @@ use schleuse::config::ListenerTls;
 use schleuse::links::service::{self, ServiceOptions};
 use schleuse::links::vault::{Plain, SealOptions, Vault};
 use schleuse::queue::Queue;
-use schleuse::server::Shared;
+use schleuse::state::Shared;
 use schleuse::session::{Origin, Session};
 use schleuse::store::guesses::GuessPolicy;
 use schleuse::store::{NewMessage, new_queue_id, now_ms};
@@ -147,7 +147,7 @@ impl Env {
         let dir = temp_dir();
         let config = schleuse::fuzzing::config(&config_text(dir.path())).expect("fuzz config");
         let store = schleuse::store::open(&config).await.expect("store");
-        let files = schleuse::store::documents::open(&config).expect("document files");
+        let files = schleuse::store::document_files::open(&config).expect("document files");
         let vault = Arc::new(Vault::new(store.clone(), files, None));
         let mut accounts = Accounts::default();
         accounts

@@ -15,8 +15,8 @@ use crate::config::{Config, ListenerTls};
 use crate::links::vault::Vault;
 use crate::pipeline;
 use crate::queue::Queue;
-use crate::server::Shared;
 use crate::session::{Origin, Session};
+use crate::state::Shared;
 
 const ACCOUNT: &str = "corpus";
 const SENDER: &str = "sender@example.com";
@@ -217,7 +217,7 @@ async fn through_data(shared: &Arc<Shared>, message: &[u8]) -> (Option<String>, 
 /// The shared state of a gateway; the sender keeps it from shutting down.
 async fn shared(config: Config) -> (Arc<Shared>, tokio::sync::watch::Sender<bool>) {
     let store = crate::store::open(&config).await.expect("store");
-    let files = crate::store::documents::open(&config).expect("documents");
+    let files = crate::store::document_files::open(&config).expect("documents");
     let vault = Arc::new(Vault::new(store.clone(), files, None));
     let mut accounts = Accounts::default();
     accounts.accounts.push(account());

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,8 +35,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::UpstreamMode;
-use crate::delivery::relay;
-use crate::server::Shared;
+use crate::delivery::{Handles, relay};
+use crate::state::Shared;
 
 /// How long `/readyz` waits for the store's test commit. A commit normally
 /// takes milliseconds; one that takes longer is a store that will make SMTP
@@ -86,14 +86,20 @@ impl Endpoint {
 
     /// Serves until shutdown begins. `bound` are the SMTP listener addresses
     /// this process holds, which `/readyz` compares with the configuration.
-    pub fn spawn(self, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> JoinHandle<()> {
+    pub fn spawn(
+        self,
+        shared: Arc<Shared>,
+        delivery: Arc<Handles>,
+        bound: Vec<SocketAddr>,
+    ) -> JoinHandle<()> {
         let state = Arc::new(AdminState {
             shared: Arc::clone(&shared),
+            delivery: Arc::clone(&delivery),
             metrics: self.metrics,
             bound,
         });
         let upkeep = tokio::spawn(upkeep(Arc::clone(&state)));
-        let probe = tokio::spawn(probe_upstream(Arc::clone(&shared)));
+        let probe = tokio::spawn(probe_upstream(Arc::clone(&shared), delivery));
         let app = router(state);
         let addr = self.addr;
         let mut shutdown = shared.shutdown_signal();
@@ -117,6 +123,8 @@ impl Endpoint {
 
 struct AdminState {
     shared: Arc<Shared>,
+    /// Delivery's health, for `/readyz` and the upstream probe.
+    delivery: Arc<Handles>,
     metrics: PrometheusHandle,
     bound: Vec<SocketAddr>,
 }
@@ -152,7 +160,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     let failures = readiness(&state).await;
     if failures.is_empty() {
         let mut body = String::from("ready\n");
-        if let Some(paused) = state.shared.account_pause.status() {
+        if let Some(paused) = state.delivery.account_pause.status() {
             body.push_str(&paused);
             body.push('\n');
         }
@@ -191,7 +199,7 @@ async fn readiness(state: &AdminState) -> Vec<String> {
             PING_TIMEOUT.as_secs()
         )),
     }
-    if let Some(paused) = shared.unrecorded.status() {
+    if let Some(paused) = state.delivery.unrecorded.status() {
         failures.push(paused);
     }
     for l in &config.listeners {
@@ -203,9 +211,9 @@ async fn readiness(state: &AdminState) -> Vec<String> {
         }
     }
     // Refusing the account is an answer: the pause says so on its own line.
-    if config.upstream.mode == UpstreamMode::Relay && !shared.account_pause.is_paused() {
+    if config.upstream.mode == UpstreamMode::Relay && !state.delivery.account_pause.is_paused() {
         let window = config.admin.upstream_check_interval;
-        if let Err(last_error) = shared.upstream_contact.within(window) {
+        if let Err(last_error) = state.delivery.upstream_contact.within(window) {
             let why = last_error.map(|e| format!(": {e}")).unwrap_or_default();
             failures.push(format!(
                 "upstream: not reached in the last {}{why}",
@@ -240,12 +248,12 @@ async fn upkeep(state: Arc<AdminState>) {
 /// `/readyz` knows about an upstream outage before the next message does.
 /// Checking at a quarter of the interval keeps a healthy upstream's last
 /// contact well inside the window.
-async fn probe_upstream(shared: Arc<Shared>) {
+async fn probe_upstream(shared: Arc<Shared>, delivery: Arc<Handles>) {
     let mut was_ok = true;
     loop {
         let config = shared.config();
         let window = config.admin.upstream_check_interval;
-        let stale = shared
+        let stale = delivery
             .upstream_contact
             .age()
             .is_none_or(|age| age > window / 2);
@@ -267,14 +275,14 @@ async fn probe_upstream(shared: Arc<Shared>) {
             };
             match result {
                 Ok(()) => {
-                    shared.upstream_contact.ok();
+                    delivery.upstream_contact.ok();
                     if !was_ok {
                         tracing::info!("readiness probe: upstream reachable again");
                     }
                     was_ok = true;
                 }
                 Err(e) => {
-                    shared.upstream_contact.failed(&e);
+                    delivery.upstream_contact.failed(&e);
                     if was_ok {
                         tracing::warn!(error = %e, "readiness probe: upstream not reachable");
                     }
@@ -296,7 +304,7 @@ async fn basic_auth(
     let (Some(user), Some(pass)) = (&config.admin.username, &config.admin.password) else {
         return next.run(request).await;
     };
-    if credentials_match(request.headers(), user, pass) {
+    if crate::basic_auth::credentials_match(request.headers(), user, pass) {
         return next.run(request).await;
     }
     let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
@@ -305,75 +313,4 @@ async fn basic_auth(
         HeaderValue::from_static("Basic realm=\"schleuse admin\", charset=\"UTF-8\""),
     );
     response
-}
-
-/// Compares digests, not the strings, so neither the content nor the length
-/// of the expected credentials shows in the time taken.
-pub(crate) fn credentials_match(headers: &HeaderMap, user: &str, pass: &str) -> bool {
-    use aws_lc_rs::digest::{SHA256, digest};
-    use base64::Engine as _;
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, token)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
-        return false;
-    };
-    let expected = format!("{user}:{pass}");
-    let given = digest(&SHA256, &given);
-    let expected = digest(&SHA256, expected.as_bytes());
-    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_ref(), expected.as_ref()).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_auth(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(value).expect("header value"),
-        );
-        h
-    }
-
-    #[test]
-    fn basic_auth_compares_user_and_password() {
-        // "prom:s3cret" and "prom:wrong"
-        assert!(credentials_match(
-            &with_auth("Basic cHJvbTpzM2NyZXQ="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(credentials_match(
-            &with_auth("basic cHJvbTpzM2NyZXQ="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(
-            &with_auth("Basic cHJvbTp3cm9uZw=="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(
-            &with_auth("Bearer cHJvbTpzM2NyZXQ="),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(
-            &with_auth("Basic %%%"),
-            "prom",
-            "s3cret"
-        ));
-        assert!(!credentials_match(&HeaderMap::new(), "prom", "s3cret"));
-    }
 }

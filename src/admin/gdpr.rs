@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::store::documents::DocumentFiles;
+use crate::store::document_files::DocumentFiles;
 use crate::store::suppression::{RelayEvent, Suppression};
 use crate::store::{Store, SubjectRecords};
 

@@ -12,7 +12,7 @@ use crate::config::{Config, parse_duration};
 use crate::store::Store;
 use crate::store::now_ms;
 use crate::store::suppression::{SuppressOutcome, Suppression, SuppressionSource, normalise};
-use crate::suppression::{apply_dsn, date, dsn};
+use crate::suppression::{apply_dsn, date, dsn_reader};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SuppressCommand {
@@ -151,7 +151,7 @@ async fn import_dsn(store: &dyn Store, config: &Config, files: &[PathBuf]) -> an
         } else {
             std::fs::read(file).with_context(|| format!("cannot read {name}"))?
         };
-        let Some(report) = dsn::parse(&bytes) else {
+        let Some(report) = dsn_reader::parse(&bytes) else {
             eprintln!(
                 "schleuse: {name}: not a delivery status notification (no message/delivery-status part)"
             );

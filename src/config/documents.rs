@@ -2,7 +2,7 @@
 //! (SPEC §7, §11).
 //!
 //! - `backend = "local"` (the default): one file per document under
-//!   `<data_dir>/documents/` (`crate::store::documents::LocalFiles`).
+//!   `<data_dir>/documents/` (`crate::store::document_files::LocalFiles`).
 //! - `backend = "s3"`: an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …)
 //!   through `crate::store::objects::ObjectFiles`, so that several gateway
 //!   instances can serve the same documents.

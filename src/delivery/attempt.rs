@@ -54,8 +54,8 @@ pub(super) async fn deliver<C: Courier>(
             return Handled::StoreFailed;
         }
     };
-    if shared.delivery_pause.is_set()
-        || shared.unrecorded.is_pausing()
+    if engine.handles.delivery_pause.is_set()
+        || engine.handles.unrecorded.is_pausing()
         || (C::UPSTREAM && matches!(engine.flow(), Flow::Open(_)))
     {
         // Paused since it was dispatched: leave it due, in its place.
@@ -121,7 +121,7 @@ pub(super) async fn deliver<C: Courier>(
                 return Handled::StoreFailed;
             }
         }
-        if shared.unrecorded.is_pausing() {
+        if engine.handles.unrecorded.is_pausing() {
             // Another worker's outcome could not be recorded while this one
             // waited for its turn: no new attempts until it is.
             return Handled::Done;

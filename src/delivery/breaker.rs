@@ -56,7 +56,7 @@ const BREAKER_MAX: Duration = Duration::from_secs(60);
 impl Engine {
     pub(super) fn flow(&self) -> Flow {
         // Held for an account-wide refusal: `account::watch` probes.
-        if let Some(until) = self.shared.account_pause.held_until(Instant::now()) {
+        if let Some(until) = self.handles.account_pause.held_until(Instant::now()) {
             return Flow::Open(until);
         }
         let Ok(b) = self.breaker.lock() else {
@@ -70,7 +70,7 @@ impl Engine {
     }
 
     pub(super) fn upstream_failed(&self, why: &str) {
-        self.shared.upstream_contact.failed(why);
+        self.handles.upstream_contact.failed(why);
         if let Ok(mut b) = self.breaker.lock() {
             // Workers that were already under way when it opened report the
             // same outage: count it once.
@@ -88,7 +88,7 @@ impl Engine {
     }
 
     pub(super) fn upstream_ok(&self) {
-        self.shared.upstream_contact.ok();
+        self.handles.upstream_contact.ok();
         if let Ok(mut b) = self.breaker.lock()
             && b.failures > 0
         {

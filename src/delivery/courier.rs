@@ -147,7 +147,7 @@ async fn pick_egress(
 ) -> Option<Option<IpAddr>> {
     let mut shutdown = engine.shared.shutdown_signal();
     loop {
-        match engine.shared.egress.pick(&config.upstream.egress, current) {
+        match engine.handles.egress.pick(&config.upstream.egress, current) {
             egress::Pick::Any => return Some(None),
             egress::Pick::Use(ip) => return Some(Some(ip)),
             egress::Pick::Wait(d) => {

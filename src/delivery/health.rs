@@ -1,12 +1,35 @@
 //! Delivery's health as others see it: when the upstream last answered
 //! ([`Contact`], for `/readyz` and the admin endpoint's probe) and the hold
-//! the blocklist watch can put on all delivery ([`Pause`]). Both live in
-//! `crate::server::Shared` and are re-exported from `crate::delivery`.
+//! the blocklist watch can put on all delivery ([`Pause`]); with the kept
+//! outcomes, the egress rotation and the account pause they make up
+//! [`Handles`], the part of delivery's state others read or set. Built by
+//! `crate::server` and handed to delivery, the admin endpoint and the
+//! blocklist watch (not kept in `crate::state::Shared`, which delivery
+//! itself imports).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use super::account::AccountPause;
+use super::egress::Rotation;
+use super::unrecorded::Unrecorded;
+
+/// Delivery's state shared with the rest of the process.
+#[derive(Default)]
+pub struct Handles {
+    /// When the upstream last answered (relay mode), for `/readyz`.
+    pub upstream_contact: Contact,
+    /// Set by the blocklist watch to hold all delivery.
+    pub delivery_pause: Pause,
+    /// Delivery outcomes the store refused; delivery pauses while any wait.
+    pub unrecorded: Unrecorded,
+    /// Egress source addresses in use and out (`[[upstream.egress]]`).
+    pub egress: Rotation,
+    /// Delivery paused for an account-wide upstream refusal.
+    pub account_pause: AccountPause,
+}
 
 /// When the upstream last answered, from a delivery transaction or the
 /// admin endpoint's probe; `/readyz` in relay mode asks [`Contact::within`].

@@ -38,7 +38,6 @@ mod attempt;
 mod breaker;
 pub mod caps;
 mod courier;
-pub mod dsn;
 pub mod egress;
 mod health;
 pub mod journal;
@@ -54,13 +53,13 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::MessageInfo;
 use breaker::{Breaker, Pacer};
 use outcome::{record_kept, record_kept_once};
 use scheduler::{schedule, worker};
 
-pub use health::{Contact, Pause};
+pub use health::{Contact, Handles, Pause};
 
 /// How often the scheduler looks at the store without being woken.
 const POLL: Duration = Duration::from_secs(1);
@@ -69,6 +68,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// share.
 struct Engine {
     shared: Arc<Shared>,
+    handles: Arc<Handles>,
     in_flight: Mutex<HashSet<String>>,
     finished: Notify,
     pacer: Pacer,
@@ -78,10 +78,11 @@ struct Engine {
 
 /// Runs delivery until shutdown; returns after the workers have finished
 /// the messages they hold.
-pub async fn run(shared: Arc<Shared>) {
+pub async fn run(shared: Arc<Shared>, handles: Arc<Handles>) {
     let workers = shared.config().delivery.max_connections;
     let engine = Arc::new(Engine {
         shared: Arc::clone(&shared),
+        handles: Arc::clone(&handles),
         in_flight: Mutex::new(HashSet::new()),
         finished: Notify::new(),
         pacer: Pacer::new(),
@@ -92,7 +93,7 @@ pub async fn run(shared: Arc<Shared>) {
     });
     // Before any new attempt: outcomes a previous run could not record.
     let data_dir = shared.config().server.data_dir.clone();
-    match shared.unrecorded.open_journal(&data_dir) {
+    match handles.unrecorded.open_journal(&data_dir) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             outcomes = n,
@@ -104,17 +105,17 @@ pub async fn run(shared: Arc<Shared>) {
     }
     let (tx, rx) = mpsc::channel::<MessageInfo>(workers);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let mut handles = Vec::with_capacity(workers);
+    let mut tasks = Vec::with_capacity(workers);
     for n in 0..workers {
         let engine = Arc::clone(&engine);
         let rx = Arc::clone(&rx);
-        handles.push(tokio::spawn(async move { worker(n, engine, rx).await }));
+        tasks.push(tokio::spawn(async move { worker(n, engine, rx).await }));
     }
     let recorder = tokio::spawn(record_kept(Arc::clone(&engine)));
     let account = tokio::spawn(account::watch(Arc::clone(&engine)));
     schedule(&engine, tx).await;
     account.abort();
-    for h in handles {
+    for h in tasks {
         let _ = h.await;
     }
     // The workers are done: their last outcomes are kept or recorded. One
@@ -122,7 +123,7 @@ pub async fn run(shared: Arc<Shared>) {
     recorder.abort();
     let _ = recorder.await;
     let _ = record_kept_once(&engine).await;
-    let left = engine.shared.unrecorded.snapshot();
+    let left = engine.handles.unrecorded.snapshot();
     if !left.is_empty() {
         let ids: Vec<&str> = left.iter().map(|k| k.queue_id.as_str()).collect();
         tracing::error!(

@@ -14,8 +14,9 @@ use rand::Rng;
 
 use super::relay::RcptResult;
 use super::unrecorded::{Kept, LogEvery};
-use super::{Engine, POLL, dsn};
+use super::{Engine, POLL};
 use crate::config::Config;
+use crate::dsn;
 use crate::store::{AttemptUpdate, MessageInfo, MessageState, NewMessage, RecipientState, now_ms};
 
 /// How often kept outcomes are offered to the store again.
@@ -189,7 +190,7 @@ pub(super) async fn record(
                 failed = counts.failed,
                 "cannot record delivery attempt: outcome kept, delivery paused until the store takes it"
             );
-            engine.shared.unrecorded.keep(
+            engine.handles.unrecorded.keep(
                 Kept {
                     queue_id: msg.id.clone(),
                     update,
@@ -232,8 +233,8 @@ fn recorded(engine: &Engine, id: &str, attempts: u32, update: &AttemptUpdate, st
 pub(super) async fn record_kept(engine: Arc<Engine>) {
     let mut log = LogEvery::new(RECORD_LOG_EVERY);
     loop {
-        if !engine.shared.unrecorded.is_pausing() {
-            engine.shared.unrecorded.added().await;
+        if !engine.handles.unrecorded.is_pausing() {
+            engine.handles.unrecorded.added().await;
             // The worker that kept it has already logged the cause.
             log.due();
         }
@@ -266,7 +267,7 @@ pub(super) async fn record_kept(engine: Arc<Engine>) {
 /// there were. `Err` with how many are left and the store's answer when it
 /// refused one.
 pub(super) async fn record_kept_once(engine: &Engine) -> Result<usize, (usize, String)> {
-    let unrecorded = &engine.shared.unrecorded;
+    let unrecorded = &engine.handles.unrecorded;
     let kept = unrecorded.snapshot();
     let store = engine.shared.queue.store();
     for (n, k) in kept.iter().enumerate() {

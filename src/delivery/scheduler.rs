@@ -54,7 +54,7 @@ pub(super) async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>
         if *shutdown.borrow() {
             return;
         }
-        if shared.unrecorded.is_pausing() {
+        if engine.handles.unrecorded.is_pausing() {
             // The recorder wakes us (via `finished`) once the store took them.
             tokio::select! {
                 _ = engine.finished.notified() => {}
@@ -63,8 +63,8 @@ pub(super) async fn schedule(engine: &Arc<Engine>, tx: mpsc::Sender<MessageInfo>
             }
             continue;
         }
-        if shared.delivery_pause.is_set() {
-            let mut pause = shared.delivery_pause.subscribe();
+        if engine.handles.delivery_pause.is_set() {
+            let mut pause = engine.handles.delivery_pause.subscribe();
             tokio::select! {
                 _ = pause.wait_for(|p| !*p) => {}
                 _ = shutdown.changed() => return,

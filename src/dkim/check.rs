@@ -12,14 +12,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
 use super::DkimError;
 use super::keygen;
 use super::keys::{self, Algorithm, PrivateKey};
-use crate::config::{Config, Dns};
+use crate::config::Config;
+use crate::dns::resolver;
 
 /// The verdict for one selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,44 +72,6 @@ impl fmt::Display for SelectorReport {
             Outcome::LookupFailed(why) => write!(f, "DNS lookup of {name} failed: {why}"),
         }
     }
-}
-
-/// A resolver for the gateway's own lookups: exactly the `[dns]
-/// nameservers` (UDP, and TCP for long answers, on their ports) when any
-/// are configured, else the system's (`/etc/resolv.conf`); `[dns] timeout`
-/// per attempt. EDNS0 is on, so large RSA records fit in one UDP answer.
-pub fn resolver(dns: &Dns) -> Result<TokioResolver, DkimError> {
-    let mut builder = if dns.nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| {
-            DkimError::Dns(format!(
-                "cannot read the system configuration ({e}); set [dns] nameservers"
-            ))
-        })?
-    } else {
-        let servers = dns
-            .nameservers
-            .iter()
-            .map(|addr| {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                ns
-            })
-            .collect();
-        TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, Vec::new(), servers),
-            TokioRuntimeProvider::default(),
-        )
-    };
-    let opts = builder.options_mut();
-    opts.timeout = dns.timeout;
-    opts.attempts = 2;
-    opts.edns0 = true;
-    opts.ndots = 0;
-    builder
-        .build()
-        .map_err(|e| DkimError::Dns(format!("cannot set up the resolver: {e}")))
 }
 
 /// The keys to check: the domain's `[[dkim]]` entries, or the one selector

@@ -77,8 +77,8 @@ pub enum DkimError {
     #[error("{0}")]
     Config(String),
     /// The resolver could not be set up.
-    #[error("DNS resolver: {0}")]
-    Dns(String),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::ResolverError),
 }
 
 /// One key ready to sign: the key plus mail-auth's signature template.

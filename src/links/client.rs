@@ -20,7 +20,7 @@ use axum::serve::IncomingStream;
 use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::service::{LOG_TARGET, Shared};
+use super::LOG_TARGET;
 
 /// The TCP listener of [`serve`](super::service::serve): axum alone
 /// retries failed accepts silently (its logging needs a feature this crate
@@ -85,12 +85,19 @@ pub(super) struct Client {
     pub(super) ip: IpAddr,
 }
 
-impl FromRequestParts<Arc<Shared>> for Client {
+/// The state of a router that extracts [`Client`]: whose forwarded
+/// addresses to believe. Implemented by the service's state, so this file
+/// needs nothing from the service.
+pub(super) trait TrustedProxies {
+    fn trusted_proxies(&self) -> &[IpNet];
+}
+
+impl<S: TrustedProxies + Send + Sync> FromRequestParts<Arc<S>> for Client {
     type Rejection = Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &Arc<Shared>,
+        state: &Arc<S>,
     ) -> Result<Self, Self::Rejection> {
         // [`serve`] provides `Peer`; a caller using plain axum::serve with
         // `SocketAddr` connect info works too.
@@ -105,7 +112,7 @@ impl FromRequestParts<Arc<Shared>> for Client {
                     .map(|ConnectInfo(addr)| addr.ip())
             });
         Ok(Client {
-            ip: client_ip(peer, &parts.headers, &state.trusted_proxies),
+            ip: client_ip(peer, &parts.headers, state.trusted_proxies()),
         })
     }
 }

@@ -21,7 +21,6 @@ pub mod notice;
 pub mod page;
 mod response;
 pub mod service;
-pub mod tasks;
 pub mod vault;
 
 use std::net::IpAddr;
@@ -31,6 +30,9 @@ use serde::Serialize;
 
 use crate::store::BoxFuture;
 use crate::store::guesses::GuessPolicy;
+
+/// The tracing target of the link service's lines (service and client).
+const LOG_TARGET: &str = "schleuse::links";
 
 /// What the link page may show about a document before it is opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -14,8 +14,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::LinkView;
-pub use super::format::{date, human_size, is_bidi_control};
+pub use super::format::{date, human_size};
 use crate::config::Language;
+use crate::html;
 
 /// The only style of every page. The service allows it by hash, so any
 /// change here changes the `Content-Security-Policy` with it (computed at
@@ -252,26 +253,10 @@ fn layout(lang: Language, title: &str, main: &str) -> String {
     )
 }
 
-/// HTML-escapes text for element content and quoted attribute values.
-///
-/// Control characters (which HTML does not allow in text) and bidirectional
-/// overrides become U+FFFD: a file name like `Rechnung<U+202E>fdp.exe` would
-/// otherwise be shown as `Rechnungexe.pdf`.
+/// HTML-escapes text for element content and quoted attribute values of
+/// a page ([`html::Target::Page`]).
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() || is_bidi_control(c) => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
+    html::escape(text, html::Target::Page)
 }
 
 /// "in 3 Minuten" / "in 3 minutes"; whole minutes from one minute up, so a

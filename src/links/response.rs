@@ -67,7 +67,7 @@ fn content_type(declared: &str) -> HeaderValue {
 /// replaced in both.
 fn content_disposition(name: &str) -> HeaderValue {
     let unsafe_char =
-        |c: char| c.is_control() || page::is_bidi_control(c) || matches!(c, '/' | '\\');
+        |c: char| c.is_control() || crate::html::is_bidi_control(c) || matches!(c, '/' | '\\');
     let name: String = name
         .trim()
         .chars()

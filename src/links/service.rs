@@ -31,14 +31,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use super::client::{Client, LoggedListener, Peer, ip_key};
+use super::client::{Client, LoggedListener, Peer, TrustedProxies, ip_key};
 use super::page::{self, Notice};
 use super::response::{file_response, page_headers};
-use super::{Documents, DownloadOutcome, Lookup, Opened, VaultError};
+use super::{Documents, DownloadOutcome, LOG_TARGET, Lookup, Opened, VaultError};
 use crate::config::Language;
 use crate::store::guesses::GuessPolicy;
-
-pub(super) const LOG_TARGET: &str = "schleuse::links";
 
 /// A password form is a few dozen bytes; anything much larger is not from
 /// the page.
@@ -112,10 +110,16 @@ pub async fn serve(
 pub(super) struct Shared {
     docs: Arc<dyn Documents>,
     language: Language,
-    pub(super) trusted_proxies: Vec<IpNet>,
+    trusted_proxies: Vec<IpNet>,
     log_client_ip: bool,
     guesses: GuessPolicy,
     page_headers: HeaderMap,
+}
+
+impl TrustedProxies for Shared {
+    fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
+    }
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use super::crypto::{self, CryptoError, DocumentKey, PasswordKey};
 use super::{DownloadOutcome, LinkView, Lookup, Opened, VaultError};
 use crate::argon2_pool::{self, PoolError};
-use crate::store::documents::{DocumentError, DocumentFiles};
+use crate::store::document_files::{DocumentError, DocumentFiles};
 use crate::store::guesses::GuessPolicy;
 use crate::store::links::new_link_id;
 use crate::store::{BoxFuture, DownloadNotice, LinkRecord, LinkState, NewLink, Store, now_ms};

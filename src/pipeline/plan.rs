@@ -7,8 +7,8 @@ use mail_parser::MessageParser;
 use crate::accounts::Account;
 use crate::config::{Attachments, Config, Privacy};
 use crate::policy::rules::{self, Verdict};
+use crate::privacy::decision::{self as pii_policy, Decision as PiiDecision};
 use crate::privacy::pii::Category;
-use crate::privacy::policy::{self as pii_policy, Decision as PiiDecision};
 use crate::transform::attachments::{self, Scan};
 use crate::transform::documents::{self, Control, DocumentsError, Fate, Password};
 

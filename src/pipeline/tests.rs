@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Notice, Refusal, plan};
 use crate::accounts::Account;
 use crate::config::Config;
-use crate::privacy::policy::Decision as PiiDecision;
+use crate::privacy::decision::Decision as PiiDecision;
 use crate::transform::documents::{DocumentsError, Fate, Password};
 
 fn config(toml: &str) -> Config {

@@ -10,7 +10,7 @@ pub mod rules;
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
 use crate::accounts::Account;
-use crate::session::reply::{self, Reply};
+use crate::reply::{self, Reply};
 
 pub fn check_envelope_sender(account: &Account, sender: &str) -> Result<(), Reply> {
     // The null sender is for bounces; an application never needs it.

@@ -1,8 +1,8 @@
 //! The PII warning to the staff member (`pii = "warn"`): which categories
 //! of personal data the message seemed to carry, never the data itself.
 
+use super::decision::labels;
 use super::pii::Category;
-use super::policy::labels;
 use crate::config::Language;
 
 pub struct PiiNotice<'a> {

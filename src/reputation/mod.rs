@@ -3,10 +3,11 @@
 //! With `[reputation] blocklist_check = true`, a background task looks up
 //! the gateway's egress IPs in every DNSBL and its sending domains in every
 //! RHSBL each `check_interval`, through the `[dns]` resolver
-//! ([`blocklist`] says how answers are read). A new listing is logged at
-//! error level (target, list, return codes, the list's TXT reason) and
-//! shows as `schleuse_blocklist_listed{list,target} 1`; every lookup counts
-//! in `schleuse_blocklist_checks_total{result}`.
+//! ([`blocklist`] says how answers are read, [`watch`] what is kept
+//! between rounds). A new listing is logged at error level (target, list,
+//! return codes, the list's TXT reason) and shows as
+//! `schleuse_blocklist_listed{list,target} 1`; every lookup counts in
+//! `schleuse_blocklist_checks_total{result}`.
 //!
 //! With `pause_on_listing = true`, delivery holds (messages stay queued,
 //! see [`crate::delivery::Pause`]) while anything is listed, and resumes
@@ -23,18 +24,20 @@
 //! applies from the next round on.
 
 pub mod blocklist;
+pub mod watch;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::server::Shared;
-use blocklist::Watch;
+use crate::delivery::Handles;
+use crate::state::Shared;
+use watch::{Listing, Watch};
 
 /// Starts the watch (a task that ends at shutdown). When it will pause on
 /// listings, delivery is held from now until its first round.
-pub fn spawn(shared: Arc<Shared>) {
+pub fn spawn(shared: Arc<Shared>, delivery: Arc<Handles>) {
     let config = shared.config();
     let r = &config.reputation;
     if r.blocklist_check {
@@ -50,7 +53,7 @@ pub fn spawn(shared: Arc<Shared>) {
             "blocklist watch on"
         );
         if r.pause_on_listing {
-            shared.delivery_pause.set(true);
+            delivery.delivery_pause.set(true);
             tracing::info!("delivery waits for the first blocklist check (pause_on_listing)");
         }
     }
@@ -60,7 +63,7 @@ pub fn spawn(shared: Arc<Shared>) {
         loop {
             let config = shared.config();
             tokio::select! {
-                _ = round(&shared, &config, &mut watch) => {}
+                _ = round(&delivery, &config, &mut watch) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             tokio::select! {
@@ -72,14 +75,14 @@ pub fn spawn(shared: Arc<Shared>) {
 }
 
 /// One round: look everything up, update the state and the pause.
-pub async fn round(shared: &Shared, config: &Config, watch: &mut Watch) {
+pub async fn round(delivery: &Handles, config: &Config, watch: &mut Watch) {
     if !config.reputation.blocklist_check {
         if watch.reset() {
             tracing::info!("blocklist watch switched off");
         }
         watch.paused = false;
-        rotate_egress(shared, config, &[]);
-        if shared.delivery_pause.set(false) {
+        rotate_egress(delivery, config, &[]);
+        if delivery.delivery_pause.set(false) {
             tracing::info!("delivery resumed: the blocklist watch is off");
         }
         return;
@@ -87,21 +90,21 @@ pub async fn round(shared: &Shared, config: &Config, watch: &mut Watch) {
     let results = blocklist::check_all(config).await;
     watch.apply(&results);
     let listings = watch.listings();
-    rotate_egress(shared, config, &listings);
+    rotate_egress(delivery, config, &listings);
     // A listed egress address out of the rotation no longer sends: only
     // the listings that still matter hold delivery.
     let egress = &config.upstream.egress;
-    let holding: Vec<&blocklist::Listing> = listings
+    let holding: Vec<&Listing> = listings
         .iter()
         .filter(|l| {
             l.target
                 .parse()
-                .map_or(true, |ip| !shared.egress.covers(egress, ip))
+                .map_or(true, |ip| !delivery.egress.covers(egress, ip))
         })
         .collect();
     let pause = config.reputation.pause_on_listing && !holding.is_empty();
     let was = std::mem::replace(&mut watch.paused, pause);
-    let changed = shared.delivery_pause.set(pause);
+    let changed = delivery.delivery_pause.set(pause);
     let list = || {
         holding
             .iter()
@@ -120,14 +123,14 @@ pub async fn round(shared: &Shared, config: &Config, watch: &mut Watch) {
 
 /// Takes listed egress addresses out of the rotation and puts cleared ones
 /// back (`crate::delivery::egress`).
-fn rotate_egress(shared: &Shared, config: &Config, listings: &[blocklist::Listing]) {
+fn rotate_egress(delivery: &Handles, config: &Config, listings: &[Listing]) {
     let egress = &config.upstream.egress;
     let listed: HashSet<IpAddr> = listings
         .iter()
         .filter_map(|l| l.target.parse::<IpAddr>().ok())
         .filter(|ip| egress.iter().any(|e| e.public() == *ip))
         .collect();
-    let (left, back) = shared.egress.set_listed(egress, listed);
+    let (left, back) = delivery.egress.set_listed(egress, listed);
     for ip in left {
         tracing::error!(egress = %ip, "egress address listed on a blocklist: taken out of the rotation");
     }

@@ -8,8 +8,8 @@
 use mail_parser::decoders::base64::base64_decode;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::reply::{self, Reply};
 use super::{SaslState, Session, wire};
+use crate::reply::{self, Reply};
 
 /// base64("Username:") and base64("Password:"), the customary LOGIN prompts.
 const LOGIN_USER: &str = "VXNlcm5hbWU6";

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::reply::{self, Reply};
 use super::{Envelope, Session, wire};
+use crate::reply::{self, Reply};
 
 use crate::accounts::Account;
 use crate::config::Sending;

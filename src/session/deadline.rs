@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
-use super::reply::{self, Reply};
-use crate::listener::Slot;
+use crate::reply::{self, Reply};
+use crate::state::connections::Slot;
 
 /// Extra time to write the last reply after a deadline has passed.
 const WRITE_GRACE: Duration = Duration::from_secs(5);

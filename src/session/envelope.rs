@@ -6,7 +6,7 @@
 //! recipient over `limits.max_recipients_per_message` gets `452 4.5.3`
 //! (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction).
 //! A recipient on the suppression list gets `550 5.1.1` with the reason
-//! (`super::suppression`). Account quotas and the client IP's message rate
+//! (`super::suppression_list`). Account quotas and the client IP's message rate
 //! are checked at MAIL, recipients per day at RCPT (`450 4.7.1` with a
 //! retry hint; see `crate::limits`).
 //!
@@ -17,12 +17,12 @@
 use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::reply::{self, Reply};
 use super::{Envelope, Session, wire};
 use crate::accounts::Account;
 use crate::config::Sending;
 use crate::limits::{self, Kind, Quotas};
 use crate::policy;
+use crate::reply::{self, Reply};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The account's hourly and daily message quotas, then the client IP's

@@ -26,12 +26,16 @@ mod auth;
 mod data;
 mod deadline;
 mod envelope;
-pub mod reply;
-mod suppression;
+mod suppression_list;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 pub use data::refusal_reply;
 pub use deadline::SessionLimits;
+// The replies moved to `crate::reply` (policy, limits and metrics use them
+// too); this path stays for callers not changed yet.
+pub use crate::reply;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,10 +46,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::accounts::Account;
 use crate::config::{Config, ListenerTls};
-use crate::listener::Slot;
-use crate::server::Shared;
+use crate::reply::Reply;
+use crate::state::Shared;
+use crate::state::connections::Slot;
 use deadline::Cut;
-use reply::Reply;
 
 /// How long a failed AUTH waits before its `535` (like Dovecot's
 /// `auth_failure_delay`). Per-IP bans after repeated failures are the

@@ -1,5 +1,6 @@
-//! Limit counters and AUTH bans as the store keeps them (SPEC §6); the
-//! policy lives in `crate::limits`.
+//! Limit counters and AUTH bans as the store keeps them (SPEC §6), and the
+//! counter keys ([`Kind`]), which `crate::limits` writes and
+//! `crate::anomaly` reads; the policy lives in `crate::limits`.
 
 use serde::Serialize;
 
@@ -54,4 +55,60 @@ pub trait LimitStore {
         now_ms: i64,
         keep_hourly_ms: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// A fixed window containing `now`: (its number, its end), both in ms.
+fn window(now: i64, len: i64) -> (i64, i64) {
+    let n = now.div_euclid(len);
+    (n, (n + 1) * len)
+}
+
+/// Which counter: key prefix and window length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    MessagesHour,
+    MessagesDay,
+    RecipientsDay,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::MessagesHour => "acct-msg-h",
+            Kind::MessagesDay => "acct-msg-d",
+            Kind::RecipientsDay => "acct-rcpt-d",
+        }
+    }
+
+    fn len(self) -> i64 {
+        match self {
+            Kind::MessagesHour => HOUR_MS,
+            Kind::MessagesDay | Kind::RecipientsDay => DAY_MS,
+        }
+    }
+
+    /// The counter key for `account` at `now` and when its window ends.
+    pub fn key(self, account: &str, now: i64) -> (String, i64) {
+        let (n, until) = window(now, self.len());
+        (format!("{}:{account}:{n}", self.prefix()), until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_and_keys() {
+        let now = 10 * HOUR_MS + 5;
+        assert_eq!(window(now, HOUR_MS), (10, 11 * HOUR_MS));
+        assert_eq!(
+            Kind::MessagesHour.key("via", now),
+            ("acct-msg-h:via:10".to_string(), 11 * HOUR_MS)
+        );
+        assert_eq!(Kind::RecipientsDay.key("via", now).1, DAY_MS);
+    }
 }

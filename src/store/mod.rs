@@ -21,7 +21,7 @@
 //! [`limits`] ([`LimitStore`]). Each backend implements each of them in a
 //! file of its own (`sqlite/queue.rs`, `postgres/links.rs`, …).
 
-pub mod documents;
+pub mod document_files;
 pub mod guesses;
 pub mod limits;
 pub mod links;

@@ -18,7 +18,7 @@
 //!   would catch any later damage when the document is opened.
 //! - **Keys:** `<prefix>/<id>`, `prefix` from the config (default
 //!   `documents`). Ids are checked like file names
-//!   ([`super::documents::valid_id`]: letters, digits, `-`), so an id can
+//!   ([`super::document_files::valid_id`]: letters, digits, `-`), so an id can
 //!   never leave the prefix.
 //! - **The prefix belongs to schleuse alone.** `list` returns the objects
 //!   directly below it whose names are valid ids (nothing nested, nothing
@@ -51,7 +51,7 @@ use object_store::{
 };
 
 use super::BoxFuture;
-use super::documents::{DocumentError, DocumentFiles, valid_id};
+use super::document_files::{DocumentError, DocumentFiles, valid_id};
 use crate::config::Documents;
 
 /// Documents as objects below one prefix of one bucket.

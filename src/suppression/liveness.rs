@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::config::{Config, UpstreamMode};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::now_ms;
 use crate::store::suppression::EventSilence;
 

@@ -4,7 +4,7 @@
 //! (`[suppression] hard_bounce_duration`), when
 //! - the upstream refuses it with `5xx 5.1.x` (delivery, [`after_delivery`]);
 //! - a delivery status notification reports it `failed` with `5.1.x`
-//!   ([`dsn`]): DSNs go to the system address, i.e. the county's mailbox,
+//!   ([`dsn_reader`]): DSNs go to the system address, i.e. the county's mailbox,
 //!   not to the gateway; an admin feeds them in with `schleuse suppress
 //!   import-dsn FILE…`, or the county's mail server hands them to the
 //!   gateway (as any account, `MAIL FROM:<>` allowed) addressed to
@@ -27,7 +27,7 @@
 //! `crate::store::suppression`); logs never name it.
 
 pub mod classify;
-pub mod dsn;
+pub mod dsn_reader;
 pub mod liveness;
 pub mod mailjet;
 pub mod webhook;
@@ -35,8 +35,8 @@ pub mod webhook;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::server::Shared;
-use crate::session::reply::Reply;
+use crate::reply::Reply;
+use crate::state::Shared;
 use crate::store::suppression::{
     NewRelayEvent, RecipientEffect, SuppressOutcome, Suppression, SuppressionSource, normalise,
 };
@@ -179,7 +179,7 @@ pub async fn after_delivery(shared: &Shared, queue_id: &str, failures: &[(String
 pub async fn apply_dsn(
     store: &dyn Store,
     config: &Config,
-    report: &dsn::Report,
+    report: &dsn_reader::Report,
     context: &str,
 ) -> Result<Vec<(String, String, SuppressOutcome)>, StoreError> {
     let mut done = Vec::new();
@@ -238,14 +238,14 @@ async fn effect_of(
                 event.kind,
                 event.detail.as_deref().unwrap_or("no reason given")
             );
-            let failure = crate::delivery::dsn::Failure {
+            let failure = crate::dsn::Failure {
                 recipient: &event.email,
                 diagnostic: &diagnostic,
                 expired: false,
                 reported: Some(&verdict.status),
             };
             // The content is gone once the message is final: no headers.
-            Some(crate::delivery::dsn::notice(
+            Some(crate::dsn::notice(
                 &config.server.hostname,
                 &msg,
                 to,
@@ -355,7 +355,7 @@ pub async fn intake(
     if recipients.is_empty() || !recipients.iter().all(|r| r.eq_ignore_ascii_case(system)) {
         return None;
     }
-    let Some(report) = dsn::parse(body) else {
+    let Some(report) = dsn_reader::parse(body) else {
         return sender.is_empty().then(|| {
             Reply::new(
                 554,

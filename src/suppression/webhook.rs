@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The webhook's routes, when `webhook_path` is set. The path and the body
 /// limit are read here, once: changing them takes a restart.
@@ -51,7 +51,7 @@ async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         // Switched off by a reload: as if the path did not exist.
         return StatusCode::NOT_FOUND.into_response();
     };
-    if crate::admin::endpoint::credentials_match(request.headers(), user, pass) {
+    if crate::basic_auth::credentials_match(request.headers(), user, pass) {
         return next.run(request).await;
     }
     tracing::info!("webhook: request without valid credentials refused");

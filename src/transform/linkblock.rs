@@ -15,7 +15,8 @@
 use std::fmt::Write as _;
 
 use crate::config::Language;
-use crate::links::format::{date, human_size, is_bidi_control};
+use crate::html::{self, Target, is_bidi_control};
+use crate::links::format::{date, human_size};
 
 /// One stored document as the recipient is told about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,31 +198,10 @@ fn plain_url(url: &str) -> String {
     out
 }
 
-/// HTML-escapes `s` into `out` as ASCII: markup characters as entities,
-/// non-ASCII as numeric references, controls dropped. A CRLF is inserted
-/// after every `wrap` output bytes (between references, never inside one).
+/// HTML-escapes `s` into `out` as ASCII ([`Target::Part`]), with a CRLF
+/// after every `wrap` output bytes.
 fn escape_into(out: &mut String, s: &str, wrap: usize) {
-    let mut line = 0usize;
-    for c in s.chars() {
-        let before = out.len();
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => {}
-            c if c.is_ascii() => out.push(c),
-            c => {
-                let _ = write!(out, "&#{};", u32::from(c));
-            }
-        }
-        line += out.len() - before;
-        if line >= wrap {
-            out.push_str("\r\n");
-            line = 0;
-        }
-    }
+    html::escape_into(out, s, Target::Part { wrap });
 }
 
 #[cfg(test)]

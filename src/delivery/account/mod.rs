@@ -35,19 +35,15 @@ mod notice;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ::metrics::{counter, describe_counter, describe_gauge, gauge};
+use ::metrics::{counter, gauge};
 
 use super::Engine;
 use super::outcome::{Handled, Outcome};
 use super::relay::{self, Probe, RcptResult, Stage};
 use crate::config::{Config, UpstreamMode};
+use crate::metrics::{ACCOUNT_PAUSED, ACCOUNT_PAUSES, ACCOUNT_PROBES, REFUSALS_HELD};
 use crate::store::{MessageInfo, MessageState, RecipientState, now_ms};
 use detect::{ACCOUNT_MARK, Cause, Detector, HELD_MARK, Rules, Seen, Verdict};
-
-pub const PAUSED: &str = "schleuse_delivery_account_paused";
-pub const PAUSES: &str = "schleuse_delivery_account_pauses_total";
-pub const PROBES: &str = "schleuse_delivery_account_probes_total";
-pub const HELD: &str = "schleuse_delivery_refusals_held_total";
 
 /// A pause that comes back within this long after the last notice tells
 /// nobody again (the log and the metric still do).
@@ -59,37 +55,7 @@ const TICK: Duration = Duration::from_secs(1);
 const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 const EXPIRE_SCAN: usize = 500;
 
-/// Called by `crate::metrics::install`.
-pub fn register_metrics() {
-    describe_gauge!(
-        PAUSED,
-        "1 while delivery is paused because the upstream refuses the account ([delivery.account_pause])."
-    );
-    describe_counter!(
-        PAUSES,
-        "Pauses for an account-wide upstream refusal, by cause."
-    );
-    describe_counter!(
-        PROBES,
-        "Message-less probes of the upstream while paused, by result."
-    );
-    describe_counter!(
-        HELD,
-        "Upstream refusals kept pending instead of bounced: account_wide (delivery paused) or unconfirmed (held once)."
-    );
-    gauge!(PAUSED).set(0.0);
-    for c in Cause::ALL {
-        counter!(PAUSES, "cause" => c.label()).increment(0);
-    }
-    for r in ["accepted", "refused", "failed"] {
-        counter!(PROBES, "result" => r).increment(0);
-    }
-    for w in ["account_wide", "unconfirmed"] {
-        counter!(HELD, "why" => w).increment(0);
-    }
-}
-
-/// The pause state of this process (`Shared::account_pause`).
+/// The pause state of this process (`Handles::account_pause`).
 #[derive(Default)]
 pub struct AccountPause {
     state: Mutex<State>,
@@ -284,7 +250,7 @@ impl AccountPause {
             && s.episode.take().is_some()
         {
             s.detector.reset();
-            gauge!(PAUSED).set(0.0);
+            gauge!(ACCOUNT_PAUSED).set(0.0);
         }
     }
 }
@@ -328,7 +294,7 @@ pub(super) async fn judge_replies(
     let system = msg
         .sender
         .eq_ignore_ascii_case(&config.sender.system_address);
-    let pause = &engine.shared.account_pause;
+    let pause = &engine.handles.account_pause;
     let (judgement, began) = pause.judge(
         &config.delivery.account_pause,
         system,
@@ -346,11 +312,11 @@ pub(super) async fn judge_replies(
                 RcptResult::Delivered(_) => result,
                 r if stage == Stage::Local => r,
                 r if wide => {
-                    counter!(HELD, "why" => "account_wide").increment(1);
+                    counter!(REFUSALS_HELD, "why" => "account_wide").increment(1);
                     RcptResult::Temporary(format!("{}{ACCOUNT_MARK}", r.text()))
                 }
                 RcptResult::Permanent(t) if verdict == Verdict::HoldOnce => {
-                    counter!(HELD, "why" => "unconfirmed").increment(1);
+                    counter!(REFUSALS_HELD, "why" => "unconfirmed").increment(1);
                     tracing::debug!(queue_id = %msg.id, reply = %t, "refusal held once: it bounces if the next attempt gets the same");
                     RcptResult::Temporary(format!("{t}{HELD_MARK}"))
                 }
@@ -371,8 +337,8 @@ pub(super) async fn judge_replies(
 
 /// Logs a pause that has begun and queues the notice.
 async fn started(engine: &Engine, config: &Config, msg: &MessageInfo, began: Began) {
-    gauge!(PAUSED).set(1.0);
-    counter!(PAUSES, "cause" => began.cause.label()).increment(1);
+    gauge!(ACCOUNT_PAUSED).set(1.0);
+    counter!(ACCOUNT_PAUSES, "cause" => began.cause.label()).increment(1);
     tracing::warn!(
         cause = began.cause.label(),
         why = began.cause.describe(),
@@ -414,7 +380,7 @@ pub(super) async fn watch(engine: Arc<Engine>) {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let pause = &engine.shared.account_pause;
+        let pause = &engine.handles.account_pause;
         if !pause.is_paused() {
             continue;
         }
@@ -452,12 +418,12 @@ async fn probe(engine: &Engine, config: &Config) {
         Probe::Refused { .. } => "refused",
         Probe::Failed(_) => "failed",
     };
-    counter!(PROBES, "result" => result).increment(1);
-    let pause = &engine.shared.account_pause;
+    counter!(ACCOUNT_PROBES, "result" => result).increment(1);
+    let pause = &engine.handles.account_pause;
     match pause.probed(ap, &found, Instant::now()) {
         Some(After::Resumed { paused_for, probes }) => {
-            gauge!(PAUSED).set(0.0);
-            engine.shared.upstream_contact.ok();
+            gauge!(ACCOUNT_PAUSED).set(0.0);
+            engine.handles.upstream_contact.ok();
             if let Probe::Refused { reply, .. } = &found {
                 tracing::warn!(rcpt, reply = %reply, "probe recipient refused (check [delivery.account_pause] notify), but the upstream takes mail from the account again");
             }

@@ -122,11 +122,17 @@ fn nothing_to_probe_when_not_paused() {
 
 #[test]
 fn metric_names_follow_the_conventions() {
-    for name in [PAUSES, PROBES, HELD] {
+    for name in [ACCOUNT_PAUSES, ACCOUNT_PROBES, REFUSALS_HELD] {
         assert!(
             name.starts_with("schleuse_") && name.ends_with("_total"),
             "{name}"
         );
     }
-    assert!(PAUSED.starts_with("schleuse_") && !PAUSED.ends_with("_total"));
+    assert!(ACCOUNT_PAUSED.starts_with("schleuse_") && !ACCOUNT_PAUSED.ends_with("_total"));
+}
+
+#[test]
+fn every_cause_is_registered_as_a_metric_label() {
+    let labels: Vec<&str> = Cause::ALL.iter().map(|c| c.label()).collect();
+    assert_eq!(labels, crate::metrics::ACCOUNT_PAUSE_CAUSES);
 }

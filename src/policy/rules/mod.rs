@@ -34,7 +34,7 @@ use crate::config::rules::{Action, Match, RejectReply, Rule};
 use crate::config::{
     AttachmentMode, Attachments, Config, LinkPassword, PiiPolicy, Privacy, SignedPolicy,
 };
-use crate::session::reply::Reply;
+use crate::reply::Reply;
 
 mod evaluate;
 #[cfg(test)]

@@ -19,7 +19,7 @@
 
 use std::ops::Range;
 
-use super::text::{is_letter_byte, is_word_byte};
+use super::text::{is_letter_byte, is_word_byte, skip_to};
 
 const SUFFIXES: &[&str] = &[
     "straße",
@@ -101,9 +101,11 @@ pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let mut i = 0;
     while i + 5 <= bytes.len() {
-        if !bytes[i].is_ascii_digit()
-            || (i > 0 && (bytes[i - 1].is_ascii_digit() || is_letter_byte(bytes[i - 1])))
-        {
+        if !bytes[i].is_ascii_digit() {
+            i = skip_to(bytes, i + 1, |b| b.is_ascii_digit());
+            continue;
+        }
+        if i > 0 && (bytes[i - 1].is_ascii_digit() || is_letter_byte(bytes[i - 1])) {
             i += 1;
             continue;
         }

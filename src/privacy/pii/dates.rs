@@ -158,7 +158,10 @@ pub(crate) fn find(lower: &str) -> Vec<Range<usize>> {
     };
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(kw_end) = keyword_at(lower, i) {
+        // Every keyword starts with one of these letters.
+        if matches!(bytes[i], b'g' | b'd' | b'b')
+            && let Some(kw_end) = keyword_at(lower, i)
+        {
             if let Some(r) = date_after_keyword(lower, kw_end) {
                 push(r, &mut found);
             }
@@ -210,7 +213,8 @@ fn keyword_at(lower: &str, i: usize) -> Option<usize> {
         return None;
     }
     let rest = lower.get(i..)?;
-    // Longest first: "geb.-datum" before "geb.".
+    // Longest first: "geb.-datum" before "geb.". All start with g, d or b
+    // (`find` relies on that).
     const KEYWORDS: &[&str] = &[
         "geburtsdatum",
         "geb.-datum",

@@ -33,7 +33,9 @@
 
 use std::ops::Range;
 
-use super::health_terms::{Kind, PLACE_PARTS, TECHNICAL, TERMS, THING_PARTS};
+use super::health_terms::{
+    self, INJURY_VERBS, Kind, PLACE_PARTS, SEIZURE_ENDINGS, TECHNICAL, TERMS, THING_PARTS,
+};
 
 struct Word<'a> {
     lower: &'a str,
@@ -41,12 +43,32 @@ struct Word<'a> {
 }
 
 /// Byte ranges of the health terms in `text` (`lower`: same-length lowercase).
+///
+/// Most words of a text contain no term at all, so one automaton pass over
+/// the whole text (every string whose presence [`is_term`] needs) marks the
+/// few words worth the full check; the rest can only be "GdB" or "OP".
 pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
     let words = split_words(lower);
+    // A needle is letters only, so each hit lies inside one word, and the
+    // earliest-ending search reports at least one hit in every word that
+    // holds a needle.
+    let mut hits = health_terms::needles()
+        .find_iter(lower)
+        .map(|m| m.start())
+        .peekable();
     let mut found = Vec::new();
     for (n, w) in words.iter().enumerate() {
+        let mut candidate = false;
+        while let Some(&at) = hits.peek() {
+            if at >= w.range.end {
+                break;
+            }
+            candidate |= at >= w.range.start;
+            hits.next();
+        }
         let original = text.get(w.range.clone()).unwrap_or_default();
-        if matches(lower, &words, n, original) {
+        let short_term = original == "GdB" || original == "OP";
+        if (candidate || short_term) && matches(lower, &words, n, original) {
             found.push(w.range.clone());
         }
     }
@@ -56,8 +78,16 @@ pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
 fn split_words(lower: &str) -> Vec<Word<'_>> {
     let mut words = Vec::new();
     let mut start = None;
-    for (i, c) in lower.char_indices() {
-        match (c.is_alphabetic(), start) {
+    let bytes = lower.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (alphabetic, width) = if bytes[i].is_ascii() {
+            (bytes[i].is_ascii_alphabetic(), 1)
+        } else {
+            let c = lower[i..].chars().next().unwrap_or(' ');
+            (c.is_alphabetic(), c.len_utf8())
+        };
+        match (alphabetic, start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
                 words.push(Word {
@@ -68,6 +98,7 @@ fn split_words(lower: &str) -> Vec<Word<'_>> {
             }
             _ => {}
         }
+        i += width;
     }
     if let Some(s) = start {
         words.push(Word {
@@ -123,13 +154,6 @@ fn is_term(words: &[Word<'_>], n: usize) -> bool {
 /// "den Arm gebrochen", "den Fuß verstaucht": an injury verb within three
 /// words after a body part.
 fn is_injury(words: &[Word<'_>], n: usize) -> bool {
-    const VERBS: &[&str] = &[
-        "gebrochen",
-        "verstaucht",
-        "geprellt",
-        "verrenkt",
-        "ausgekugelt",
-    ];
     const BODY: &[&str] = &[
         "arm",
         "bein",
@@ -147,7 +171,7 @@ fn is_injury(words: &[Word<'_>], n: usize) -> bool {
         "rippe",
         "rippen",
     ];
-    VERBS.contains(&words[n].lower)
+    INJURY_VERBS.contains(&words[n].lower)
         && words[n.saturating_sub(3)..n]
             .iter()
             .any(|b| BODY.contains(&b.lower))
@@ -207,9 +231,7 @@ fn sentence(lower: &str, words: &[Word<'_>], n: usize) -> (usize, usize) {
 
 /// "Anfall", "Anfälle", "Krampfanfall", "Asthmaanfall"; not "anfallend".
 fn is_seizure(w: &str) -> bool {
-    ["anfall", "anfalls", "anfälle", "anfällen"]
-        .iter()
-        .any(|s| w.ends_with(s))
+    SEIZURE_ENDINGS.iter().any(|s| w.ends_with(s))
 }
 
 fn disability_word(words: &[Word<'_>], n: usize) -> bool {
@@ -295,6 +317,36 @@ fn focus_is_disability(words: &[Word<'_>], n: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The automaton in `find` only lets through words holding a needle:
+    /// every word of the labelled corpus that `is_term` accepts must hold
+    /// one, or a change to `is_term` silently stopped counting.
+    #[test]
+    fn needles_cover_every_rule() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pii");
+        let mut texts = 0;
+        for entry in std::fs::read_dir(dir).expect("corpus dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("corpus file");
+            let lower = super::super::text::lowercase_same_len(&text);
+            let words = split_words(&lower);
+            for n in 0..words.len() {
+                if is_term(&words, n) {
+                    assert!(
+                        health_terms::needles().is_match(words[n].lower),
+                        "{}: {}",
+                        path.display(),
+                        words[n].lower
+                    );
+                }
+            }
+            texts += 1;
+        }
+        assert!(texts >= 5, "corpus not found");
+    }
 
     fn count(t: &str) -> usize {
         find(t, &t.to_lowercase()).len()

@@ -1,6 +1,10 @@
 //! The curated vocabulary of the health check (see `health` for how it is
-//! applied): terms with their match kind, and the word lists of the
-//! documented exceptions.
+//! applied): terms with their match kind, the word lists of the documented
+//! exceptions, and the automaton that finds candidate words in one pass.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -174,3 +178,36 @@ pub(crate) const PLACE_PARTS: &[&str] = &[
     "zentrum",
     "praxis",
 ];
+
+/// "den Arm gebrochen": verbs that make a body part an injury.
+pub(crate) const INJURY_VERBS: &[&str] = &[
+    "gebrochen",
+    "verstaucht",
+    "geprellt",
+    "verrenkt",
+    "ausgekugelt",
+];
+
+/// "Anfall", "Anfälle", "Krampfanfall"; not "anfallend".
+pub(crate) const SEIZURE_ENDINGS: &[&str] = &["anfall", "anfalls", "anfälle", "anfällen"];
+
+/// Every string a word must contain for `health::is_term` to accept it: the
+/// terms, the disability and seizure words, "Förderschwerpunkt" and the
+/// injury verbs. A word without any of them is not a term, so the full
+/// check runs only on the words this automaton marks. Keep it in step with
+/// `is_term` (the test `needles_cover_every_rule` guards it).
+pub(crate) fn needles() -> &'static AhoCorasick {
+    static NEEDLES: LazyLock<AhoCorasick> = LazyLock::new(|| {
+        let words = TERMS
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(["behinder", "förderschwerpunkt"])
+            .chain(SEIZURE_ENDINGS.iter().copied())
+            .chain(INJURY_VERBS.iter().copied());
+        AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(words)
+            .expect("a few hundred fixed strings always build")
+    });
+    &NEEDLES
+}

@@ -28,7 +28,7 @@
 
 use std::ops::Range;
 
-use super::text::{is_word_byte, line_start, words_after, words_before};
+use super::text::{is_word_byte, line_start, skip_to, words_after, words_before};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Label {
@@ -54,7 +54,11 @@ pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if !(b == b'+' || b == b'0' || b == b'(') || !at_boundary(bytes, i) {
+        if !is_start(b) {
+            i = skip_to(bytes, i + 1, is_start);
+            continue;
+        }
+        if !at_boundary(bytes, i) {
             i += 1;
             continue;
         }
@@ -68,6 +72,11 @@ pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
         i = c.end.max(i + 1);
     }
     found
+}
+
+/// A number starts with `+`, `0` or `(` (checked before anything else).
+fn is_start(b: u8) -> bool {
+    b == b'+' || b == b'0' || b == b'('
 }
 
 fn at_boundary(bytes: &[u8], i: usize) -> bool {

@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 
-use super::text::{is_word_byte, words_before};
+use super::text::{is_word_byte, skip_to, words_before};
 
 /// How far back a tax word is looked for: far enough for "Sie hatten nach
 /// meiner Steuer-ID gefragt ... Hier ist sie:\n\n<number>" and table headers.
@@ -46,7 +46,7 @@ const OTHER_LABELS: &[&str] = &[
 pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
-    let mut i = 0;
+    let mut i = skip_to(bytes, 0, |b| b.is_ascii_digit());
     while i < bytes.len() {
         if !bytes[i].is_ascii_digit() || (i > 0 && starts_inside_number(bytes, i)) {
             i += 1;
@@ -60,7 +60,7 @@ pub(crate) fn find(text: &str, lower: &str) -> Vec<Range<usize>> {
         {
             found.push(i..end);
         }
-        i = end.max(i + 1);
+        i = skip_to(bytes, end.max(i + 1), |b| b.is_ascii_digit());
     }
     found
 }

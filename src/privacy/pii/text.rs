@@ -55,6 +55,37 @@ fn is_quote_start(line: &str) -> bool {
 /// characters (zero-width, soft hyphen) and turns CRLF/CR into LF.
 pub(crate) fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    // Mail text is mostly ASCII without CR: copy such runs whole and look at
+    // characters one by one only where a run ends.
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let run = bytes[start..]
+            .iter()
+            .position(|&b| b >= 0x80 || b == b'\r')
+            .unwrap_or(bytes.len() - start);
+        out.push_str(&text[start..start + run]);
+        start += run;
+        if start == bytes.len() {
+            break;
+        }
+        // The special character (and a CRLF's LF) or one non-ASCII char.
+        let end = text[start..]
+            .char_indices()
+            .nth(1)
+            .map_or(bytes.len(), |(i, _)| start + i);
+        let end = if bytes[start] == b'\r' && bytes.get(end) == Some(&b'\n') {
+            end + 1
+        } else {
+            end
+        };
+        normalize_chars(&text[start..end], &mut out);
+        start = end;
+    }
+    out
+}
+
+fn normalize_chars(text: &str, out: &mut String) {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -76,13 +107,35 @@ pub(crate) fn normalize(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// A lowercase copy with exactly the same byte offsets: characters whose
 /// lowercase form has another UTF-8 length are kept as they are.
 pub(crate) fn lowercase_same_len(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let run = bytes[start..]
+            .iter()
+            .position(|&b| b >= 0x80)
+            .unwrap_or(bytes.len() - start);
+        // ASCII runs are copied here and lowered in one go at the end; a
+        // non-ASCII character never lowers to ASCII at the same length.
+        out.push_str(&text[start..start + run]);
+        start += run;
+        let end = text[start..]
+            .char_indices()
+            .find(|&(_, c)| c.is_ascii())
+            .map_or(bytes.len(), |(i, _)| start + i);
+        lowercase_chars(&text[start..end], &mut out);
+        start = end;
+    }
+    out.make_ascii_lowercase();
+    out
+}
+
+fn lowercase_chars(text: &str, out: &mut String) {
     for c in text.chars() {
         let mut lower = c.to_lowercase();
         match (lower.next(), lower.next()) {
@@ -90,7 +143,6 @@ pub(crate) fn lowercase_same_len(text: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
 }
 
 /// Letters and digits, plus every non-ASCII byte (after [`normalize`] the
@@ -172,6 +224,24 @@ pub(crate) fn words_after(lower: &str, pos: usize, max: usize, reach: usize) -> 
     words
 }
 
+/// The first position at or after `from` whose byte is `wanted`, or the
+/// length of `bytes`. Most of a text holds none of the bytes a scanner
+/// starts at (digits, `+`): 32-byte blocks are tested without an early exit,
+/// which the compiler turns into vector compares.
+pub(crate) fn skip_to(bytes: &[u8], from: usize, wanted: impl Fn(u8) -> bool) -> usize {
+    let mut i = from.min(bytes.len());
+    while let Some(block) = bytes.get(i..i + 32) {
+        if block.iter().fold(false, |any, &b| any | wanted(b)) {
+            break;
+        }
+        i += 32;
+    }
+    while i < bytes.len() && !wanted(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
 /// Start of the line containing `pos`.
 pub(crate) fn line_start(bytes: &[u8], pos: usize) -> usize {
     let pos = pos.min(bytes.len());
@@ -222,6 +292,19 @@ mod tests {
         let l = lowercase_same_len("ÄÖÜ İx Straße");
         assert_eq!(l.len(), "ÄÖÜ İx Straße".len());
         assert!(l.starts_with("äöü"));
+    }
+
+    #[test]
+    fn skip_to_finds_the_first_wanted_byte() {
+        let mut t = vec![b'x'; 100];
+        assert_eq!(skip_to(&t, 0, |b| b.is_ascii_digit()), 100);
+        t[70] = b'7';
+        t[99] = b'9';
+        for from in [0, 31, 32, 69, 70] {
+            assert_eq!(skip_to(&t, from, |b| b.is_ascii_digit()), 70);
+        }
+        assert_eq!(skip_to(&t, 71, |b| b.is_ascii_digit()), 99);
+        assert_eq!(skip_to(&t, 200, |b| b.is_ascii_digit()), 100);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(super) struct Filled {
 impl Target {
     pub async fn open(config: &Config) -> Result<Target, MigrateError> {
         let store = PostgresStore::open(&PgOptions {
-            url: super::store_url(config)?,
+            url: super::plan::store_url(config)?,
             // One connection writes; the lease renewal task needs none
             // (nothing is leased).
             pool_size: 2,

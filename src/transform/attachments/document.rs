@@ -11,7 +11,7 @@ use mail_parser::{Message, MessagePart, PartType};
 
 use super::Document;
 use super::classify::Cte;
-use crate::links::format::is_bidi_control;
+use crate::html::is_bidi_control;
 
 /// Stored file names are cut to this many characters (extension kept).
 const MAX_FILE_NAME_CHARS: usize = 200;

@@ -61,7 +61,8 @@ mod tests;
 pub use plan::scan;
 pub use splice::rewrite;
 
-use plan::{NewText, TextTarget};
+use plan::NewText;
+use walk::TextTarget;
 
 /// Deeper nesting than this is refused rather than recursed into: the walk
 /// is recursive and the message is attacker-controlled.

@@ -8,19 +8,10 @@
 
 use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use super::classify::{Charset, Cte, Info, Parent};
+use super::classify::{Info, Parent};
 use super::document::materialize;
 use super::walk::{Fate, Walker, closed_after, delimiter};
 use super::{ExtractError, ExtractOptions, Plan, Scan};
-
-/// A body part that receives a block. Offsets index `raw`.
-#[derive(Debug, Clone)]
-pub(super) struct TextTarget {
-    pub(super) start: usize,
-    pub(super) end: usize,
-    pub(super) cte: Cte,
-    pub(super) charset: Charset,
-}
 
 #[derive(Debug, Clone)]
 pub(super) enum NewText {

@@ -9,7 +9,8 @@ use mail_parser::decoders::base64::base64_decode;
 
 use super::classify::Cte;
 use super::encode::{base64_lines, encode_text, qp_encode};
-use super::plan::{NewText, TextTarget};
+use super::plan::NewText;
+use super::walk::TextTarget;
 use super::{ExtractError, Plan, Scan};
 use crate::transform::linkblock::Block;
 

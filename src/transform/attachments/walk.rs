@@ -10,8 +10,16 @@ use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use super::classify::{Charset, Cte, Info, Parent, is_attachment};
 use super::document::DocSpec;
-use super::plan::TextTarget;
 use super::{ExtractError, ExtractOptions, MAX_DEPTH};
+
+/// A body part that receives a block. Offsets index `raw`.
+#[derive(Debug, Clone)]
+pub(super) struct TextTarget {
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) cte: Cte,
+    pub(super) charset: Charset,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fate {

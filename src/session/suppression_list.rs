@@ -4,8 +4,8 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::reply::Reply;
 use super::{Envelope, Session};
+use crate::reply::Reply;
 
 /// The null sender is allowed only for reports to the system address.
 const NULL_SENDER_RCPT: Reply = Reply::new(

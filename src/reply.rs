@@ -1,5 +1,9 @@
 //! SMTP replies as values: a code, an enhanced status code (RFC 3463) and a
 //! human sentence. Handlers return a [`Reply`]; only the session writes bytes.
+//!
+//! A leaf beside the session rather than inside it: policy, limits,
+//! suppression and metrics speak in replies too, and the session imports
+//! them.
 
 use std::borrow::Cow;
 

@@ -1,5 +1,7 @@
 //! The link side's background work under `schleuse run`: the HTTP service,
-//! the purge of expired documents, and the first-download notices.
+//! the purge of expired documents, and the first-download notices. Part of
+//! the wiring (it takes the whole [`Shared`]), so `crate::links` stays below
+//! the state.
 
 use std::sync::Arc;
 
@@ -8,11 +10,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::notice::DownloadNotice as NoticeMail;
-use super::service::{self, ServiceOptions};
-use super::vault::NoticeHook;
 use crate::config::{AttachmentMode, Config};
-use crate::server::Shared;
+use crate::links::notice::DownloadNotice as NoticeMail;
+use crate::links::service::{self, ServiceOptions};
+use crate::links::vault::NoticeHook;
+use crate::state::Shared;
 use crate::store::DownloadNotice;
 use crate::store::guesses::GuessPolicy;
 

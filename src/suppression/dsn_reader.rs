@@ -213,13 +213,13 @@ Subject: Bescheid\r\n\
 
     #[test]
     fn our_own_dsn_is_read_back() {
-        let failures = [crate::delivery::dsn::Failure {
+        let failures = [crate::dsn::Failure {
             recipient: "nobody@example.org",
             diagnostic: "550 5.1.1 no such user",
             expired: false,
             reported: None,
         }];
-        let dsn = crate::delivery::dsn::build(&crate::delivery::dsn::Report {
+        let dsn = crate::dsn::build(&crate::dsn::Report {
             hostname: "gw.test",
             queue_id: "q1",
             sender: "anna@landkreis.example",

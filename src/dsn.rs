@@ -4,6 +4,9 @@
 //! recipients fail permanently or expire; never for a message that itself
 //! had the null sender (no bounce loops). Only the original *headers* are
 //! returned (`text/rfc822-headers`): the content stays in the house.
+//!
+//! Built for delivery (failed and expired recipients) and for suppression
+//! (failures the relay reports after hand-over), so it sits below both.
 
 use mail_builder::headers::date::Date;
 
