@@ -230,11 +230,7 @@ pub fn dry_run(facts: &pipeline::Facts<'_>, name: &str) -> (Plan, String) {
 
     // Every decision below is the plan's: the same function DATA runs.
     let plan = pipeline::plan(facts);
-    refusals.extend(
-        plan.refusals()
-            .iter()
-            .map(|r| refusal_reply(&plan, r).log_text()),
-    );
+    refusals.extend(plan.refusals().iter().map(|r| refusal_reply(r).log_text()));
     let _ = writeln!(o, "\nRules (first match decides):");
     for r in &plan.rule.reasons {
         let _ = writeln!(o, "  {r}");
@@ -358,8 +354,7 @@ fn write_documents(o: &mut String, plan: &Plan, config: &Config, message: &[u8])
             let _ = writeln!(o, "  the MIME structure cannot be processed: {err}");
         }
     }
-    let refused =
-        |e: &DocumentsError| refusal_reply(plan, &pipeline::Refusal::Documents(e)).log_text();
+    let refused = |e: &DocumentsError| refusal_reply(&pipeline::Refusal::Documents(e)).log_text();
     match &plan.attachments {
         Fate::Kept => {
             let _ = writeln!(o, "  -> relayed as they are (attachments = keep)");
@@ -395,7 +390,7 @@ fn write_documents(o: &mut String, plan: &Plan, config: &Config, message: &[u8])
         }
     }
     if let Err(err) = &plan.control {
-        let r = refusal_reply(plan, &pipeline::Refusal::Control(err)).log_text();
+        let r = refusal_reply(&pipeline::Refusal::Control(err)).log_text();
         let _ = writeln!(o, "  -> refused: {r}");
     }
 }

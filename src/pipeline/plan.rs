@@ -9,6 +9,7 @@ use crate::config::{Attachments, Config, Privacy};
 use crate::policy::rules::{self, Verdict};
 use crate::privacy::decision::{self as pii_policy, Decision as PiiDecision};
 use crate::privacy::pii::Category;
+use crate::reply::Reply;
 use crate::transform::attachments::{self, Scan};
 use crate::transform::documents::{self, Control, DocumentsError, Fate, Password};
 
@@ -44,9 +45,9 @@ pub struct Plan {
 /// one is what the client gets).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal<'a> {
-    /// The rule refuses; its own reply is in `Plan::rule.verdict`.
-    #[error("refused by a rule")]
-    Rule,
+    /// The rule refuses, with its own reply.
+    #[error("refused by a rule: {}", .0.log_text())]
+    Rule(&'a Reply),
     /// `pii = "reject"`, with the text the client gets.
     #[error("{0}")]
     Pii(&'a str),
@@ -62,7 +63,7 @@ impl Refusal<'_> {
     /// The stage name for logs and metrics.
     pub fn stage(&self) -> &'static str {
         match self {
-            Refusal::Rule => "rule",
+            Refusal::Rule(_) => "rule",
             Refusal::Pii(_) => "pii",
             Refusal::Control(_) | Refusal::Documents(_) => "documents",
         }
@@ -129,8 +130,8 @@ impl Plan {
     /// Every reason to refuse the message, first the one the client gets.
     pub fn refusals(&self) -> Vec<Refusal<'_>> {
         let mut out = Vec::new();
-        if matches!(self.rule.verdict, Verdict::Refuse(_)) {
-            out.push(Refusal::Rule);
+        if let Verdict::Refuse(reply) = &self.rule.verdict {
+            out.push(Refusal::Rule(reply));
         }
         if let PiiDecision::Reject { text } = &self.pii {
             out.push(Refusal::Pii(text));

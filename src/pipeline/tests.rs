@@ -83,7 +83,7 @@ fn refusals_come_in_the_order_data_checks_them() {
     );
     let stages: Vec<&str> = p.refusals().iter().map(Refusal::stage).collect();
     assert_eq!(stages, ["rule", "documents", "documents"], "{p:#?}");
-    assert!(matches!(p.refusal(), Some(Refusal::Rule)));
+    assert!(matches!(p.refusal(), Some(Refusal::Rule(r)) if r.code == 550));
     assert!(matches!(
         p.refusals()[1],
         Refusal::Control(DocumentsError::BadExpiry(_))

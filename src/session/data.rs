@@ -23,7 +23,6 @@ use crate::config::Sending;
 use crate::links::notice::PasswordNotice;
 use crate::links::vault::Sealed;
 use crate::pipeline::{self, Dkim, ExecuteError, Executed, Notice, Plan, Refusal};
-use crate::policy::rules::Verdict;
 use crate::store::{NewMessage, new_queue_id};
 use crate::transform::documents::DocumentsError;
 use crate::{blocking, policy, transform};
@@ -57,13 +56,9 @@ fn documents_reply(e: &DocumentsError) -> Reply {
 }
 
 /// The SMTP answer for a plan's refusal (`rules test` prints it too).
-pub fn refusal_reply(plan: &Plan, refusal: &Refusal<'_>) -> Reply {
+pub fn refusal_reply(refusal: &Refusal<'_>) -> Reply {
     match refusal {
-        Refusal::Rule => match &plan.rule.verdict {
-            Verdict::Refuse(r) => r.clone(),
-            // `Plan::refusals` names the rule only for a refusing verdict.
-            Verdict::Accept | Verdict::Hold(_) => reply::STORAGE_FAILED,
-        },
+        Refusal::Rule(r) => (*r).clone(),
         Refusal::Pii(text) => Reply::owned(550, [5, 7, 1], (*text).to_owned()),
         Refusal::Control(e) | Refusal::Documents(e) => documents_reply(e),
     }
@@ -156,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.last_plan = Some(format!("{plan:#?}"));
         }
         if let Some(refusal) = plan.refusal() {
-            let r = refusal_reply(&plan, &refusal);
+            let r = refusal_reply(&refusal);
             self.log_rejection(refusal.stage(), &r);
             return r;
         }
