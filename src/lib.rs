@@ -1,68 +1,86 @@
 //! schleuse — a self-hosted SMTP submission gateway.
 //!
 //! Every message passes the stages below in this order, like a ship through
-//! a lock; the modules are declared in the same order.
+//! a lock:
 //!
 //! ```text
-//! app --SMTP+TLS+AUTH--> listener -> session -> policy -> transform -> dkim
-//!                                                                   |
-//!          upstream relay / outbox <- delivery <- queue <-----------+
-//!                                         \-> DSN to the sender
+//! app --SMTP+TLS+AUTH--> listener -> session --DATA--> pipeline -> queue
+//!                                                        |          |
+//!      policy -> privacy -> transform (links) -> dkim  <-+          v
+//!                                                               delivery
+//!   Mailjet events -> suppression                  upstream relay / outbox
+//!                                                    \-> DSN to the sender
 //! ```
 //!
-//! - [`listener`]: accepts connections, caps them, runs TLS.
-//! - [`session`]: the SMTP dialogue (smtp-proto), AUTH, envelope, DATA.
-//! - [`pipeline`]: what happens to a message between DATA and the queue:
-//!   a pure plan (every decision) and the step that executes it; `rules
-//!   test` prints the same plan. [`blocking`]: when CPU-bound work leaves
-//!   the async workers.
-//! - [`policy`]: what an account may send.
-//! - [`transform`]: changes made to the message (the `Received:` header).
-//! - [`dkim`]: signs the final message, the last step before the queue;
-//!   also the `dkim keygen` / `dkim check` key tools.
+//! In the order a message meets them:
+//! - [`listener`]: accepts connections, caps them, PROXY protocol, TLS.
+//! - [`session`]: the SMTP dialogue (smtp-proto), AUTH, envelope, DATA;
+//!   turns every refusal into a [`reply`].
+//! - [`pipeline`]: what happens to a message between DATA and the queue: a
+//!   pure plan (every decision, no I/O) and the step that executes it; the
+//!   session and `rules test` share it.
+//! - its stages: [`policy`] (relay rules: what an account may send),
+//!   [`privacy`] (the PII check), [`transform`] (From/Reply-To, header
+//!   privacy, attachments to [`links`], `Received:`), [`dkim`] (signs the
+//!   final message); [`limits`] and [`anomaly`] (rates, bans, unusual
+//!   sending) before them.
 //! - [`queue`] / [`store`]: durable hand-over; `250` only after fsync.
-//! - [`delivery`]: relay through mail-send, retries, DSNs, outbox mode.
-//! - [`reputation`]: the blocklist watch (DNSBL/RHSBL), which can pause
-//!   delivery.
-//! - [`admin`]: the `user` and `queue` commands and the HTTP endpoint
-//!   (`/metrics`, `/healthz`, `/readyz`); [`metrics`] names what is counted;
-//!   [`server`] wires it all.
-//! - shared ground, below the stages that use it: [`state`] (what
-//!   `schleuse run` shares: config snapshots, queue, connections, limits,
-//!   vault), [`reply`] (SMTP replies), [`dsn`] (the DSNs sent), [`dns`]
-//!   (the resolver), [`basic_auth`]. The modules import one another
-//!   without cycles (`.ci/run` checks with `modgraph.py`).
+//! - [`delivery`]: relay through mail-send, retries, pauses, [`dsn`]s, outbox
+//!   mode; [`suppression`] learns from bounces and Mailjet's events;
+//!   [`reputation`] watches the blocklists; [`retention`] purges.
+//! - [`admin`]: the command line and the HTTP endpoint (`/metrics`,
+//!   `/healthz`, `/readyz`); [`server`] wires it all.
+//!
+//! The declarations below run bottom-up by layer: a module imports only
+//! modules declared in groups above its own or in its own group, never
+//! below, and there are no import cycles (`.ci/run` checks with
+//! `modgraph.py`). The README's Layout section has the same table.
 
-pub mod accounts;
-pub mod admin;
-pub mod anomaly;
+// Ground: configuration and small shared types; they import no stage.
 pub mod argon2_pool;
 pub mod basic_auth;
 pub mod blocking;
 pub mod config;
-pub mod delivery;
-pub mod dkim;
-pub mod dns;
-pub mod dsn;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod html;
+pub mod logfmt;
+pub mod reply;
+pub mod tls;
+
+// Storage and the facts beside it.
+pub mod accounts;
+pub mod dns;
+pub mod dsn;
+pub mod metrics;
+pub mod store;
+
+// The stages a message passes.
+pub mod anomaly;
+pub mod dkim;
 pub mod limits;
 pub mod links;
-pub mod listener;
-pub mod logfmt;
-pub mod metrics;
-pub mod pipeline;
 pub mod policy;
 pub mod privacy;
 pub mod queue;
-pub mod reply;
+pub mod transform;
+
+// Their order, for DATA, `rules test` and the `sendmail` command.
+pub mod pipeline;
+
+// What a running gateway shares.
+pub mod state;
+
+// After the hand-over.
+pub mod delivery;
 pub mod reputation;
 pub mod retention;
-pub mod server;
-pub mod session;
-pub mod state;
-pub mod store;
 pub mod suppression;
-pub mod tls;
-pub mod transform;
+
+// The SMTP front.
+pub mod listener;
+pub mod session;
+
+// Commands and wiring.
+pub mod admin;
+pub mod server;
