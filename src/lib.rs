@@ -45,6 +45,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod html;
 pub mod logfmt;
+pub mod notice;
 pub mod reply;
 pub mod tls;
 

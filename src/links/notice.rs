@@ -6,10 +6,9 @@
 //! own address (the account's reply-to, or the trusted per-message header),
 //! so they never leave the county's domains by accident.
 
-use mail_builder::MessageBuilder;
-
 use super::format::date;
 use crate::config::Language;
+use crate::notice::build;
 
 /// The generated password for the documents of one message.
 pub struct PasswordNotice<'a> {
@@ -34,22 +33,6 @@ pub struct DownloadNotice<'a> {
     pub queue_id: &'a str,
     pub link_id: &'a str,
     pub file_name: &'a str,
-}
-
-/// A plain-text notice from the gateway (`Auto-Submitted`, so no
-/// auto-responder answers it).
-pub(crate) fn build(from: &str, to: &str, subject: String, body: String) -> Vec<u8> {
-    MessageBuilder::new()
-        .from(from)
-        .to(to)
-        .subject(subject)
-        .header(
-            "Auto-Submitted",
-            mail_builder::headers::raw::Raw::new("auto-generated"),
-        )
-        .text_body(body)
-        .write_to_vec()
-        .unwrap_or_default()
 }
 
 impl PasswordNotice<'_> {

@@ -43,6 +43,6 @@ impl PiiNotice<'_> {
                 ),
             ),
         };
-        crate::links::notice::build(self.from, self.to, subject, body)
+        crate::notice::build(self.from, self.to, subject, body)
     }
 }

@@ -74,7 +74,7 @@ impl PauseNotice<'_> {
                 ),
             ),
         };
-        crate::links::notice::build(&c.sender.system_address, self.to, subject, body)
+        crate::notice::build(&c.sender.system_address, self.to, subject, body)
     }
 }
 
