@@ -87,7 +87,7 @@ pub async fn execute(
         stamp: job.stamp,
     };
     let cfg = plan.attachment_settings(&config.attachments);
-    let (taken, transformed) = match (&plan.attachments, scan) {
+    let (mut taken, transformed) = match (&plan.attachments, scan) {
         // Documents out first, cut by the plan's own scan; then the header.
         (Fate::Link(links), Some(scan)) if documents_first(plan, &privacy, &scan, &message) => {
             let edited = transform::headers::rewrite(&ctx, &message)?;
@@ -134,7 +134,7 @@ pub async fn execute(
             (taken, transformed)
         }
     };
-    let mut body = taken.message;
+    let mut body = std::mem::take(&mut taken.message);
     transform::prepend_received(&mut body, &job.stamp);
     // Signing is the last change to the message: nothing may follow it.
     let (mut body, signed) = sign(Arc::clone(&job.signer), body).await;
@@ -147,11 +147,15 @@ pub async fn execute(
         Ok(None) => {
             let domain = crate::dkim::from_domain(&body).unwrap_or_default();
             if config.sender.without_dkim_key == MissingKey::Refuse {
+                taken.sealed.discard().await;
                 return Err(ExecuteError::NoDkimKey { domain });
             }
             Dkim::Unsigned { domain }
         }
-        Err(e) => return Err(ExecuteError::Signing(e)),
+        Err(e) => {
+            taken.sealed.discard().await;
+            return Err(ExecuteError::Signing(e));
+        }
     };
     Ok(Executed {
         message: body,

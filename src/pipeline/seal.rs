@@ -45,6 +45,14 @@ impl Sealing {
     pub fn commit(mut self) {
         self.sealed.clear();
     }
+
+    /// The message is refused: its documents go now, before the reply, so a
+    /// refused message leaves nothing behind. (Dropping the guard discards
+    /// too, but in a task that may run after the reply.)
+    pub async fn discard(mut self) {
+        let sealed = std::mem::take(&mut self.sealed);
+        self.vault.discard(&sealed).await;
+    }
 }
 
 impl Drop for Sealing {
@@ -161,7 +169,13 @@ pub(super) async fn seal_and_rewrite(
             content_type: doc.content_type,
             data: doc.data,
         };
-        sealed.sealed.push(vault.seal(plain, &seal).await?);
+        match vault.seal(plain, &seal).await {
+            Ok(s) => sealed.sealed.push(s),
+            Err(e) => {
+                sealed.discard().await;
+                return Err(e.into());
+            }
+        }
     }
     let block = Block {
         language: cfg.language,
@@ -180,10 +194,20 @@ pub(super) async fn seal_and_rewrite(
     let rewritten = blocking::run(message.len(), move || {
         attachments::rewrite(&message, &plan, &block)
     })
-    .await
-    .ok_or(DocumentsError::Cancelled)?;
+    .await;
+    let message = match rewritten {
+        Some(Ok(message)) => message,
+        Some(Err(e)) => {
+            sealed.discard().await;
+            return Err(DocumentsError::Mime(e.to_string()));
+        }
+        None => {
+            sealed.discard().await;
+            return Err(DocumentsError::Cancelled);
+        }
+    };
     Ok(Taken {
-        message: rewritten.map_err(|e| DocumentsError::Mime(e.to_string()))?,
+        message,
         sealed,
         generated_password: password.filter(|_| generated),
         expires_at,

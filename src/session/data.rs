@@ -204,9 +204,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         // The upstream would take a larger message and bounce it later:
-        // refuse it now, measured as it would be relayed. (The sealed
-        // documents go with the guard.)
+        // refuse it now, measured as it would be relayed, and its sealed
+        // documents with it.
         if body.len() as u64 > self.config.upstream.max_message_size {
+            done.sealed.discard().await;
             let r = reply::too_big_for_upstream(self.config.upstream.max_message_size);
             self.log_rejection("upstream_size", &r);
             return r;
@@ -294,6 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 )
             }
             Err(e) => {
+                sealed.discard().await;
                 tracing::error!(session = %self.origin.session_id, error = %e, "cannot store message");
                 let r = if e.is_out_of_space() {
                     reply::NO_SPACE
