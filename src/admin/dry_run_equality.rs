@@ -67,27 +67,6 @@ mode = "reject"
 const LIMITS: &str = "ip_messages_per_minute = 1000000\naccount_messages_per_hour = 1000000\n\
                       account_messages_per_day = 1000000\naccount_recipients_per_day = 1000000\n";
 
-fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 20);
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'\r' if raw.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 fn has_from(message: &[u8]) -> bool {
     let end = message
         .windows(4)
@@ -161,7 +140,12 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     }
     raw.into_iter()
         .map(|(name, raw)| {
-            let mut message = to_crlf(&raw);
+            // Converted as `rules test` converts a file; ended by a line break as
+            // an SMTP client ends DATA.
+            let mut message = super::rules::crlf(&raw);
+            if !message.ends_with(b"\r\n") {
+                message.extend_from_slice(b"\r\n");
+            }
             if !has_from(&message) {
                 message.splice(0..0, format!("From: {SENDER}\r\n").bytes());
             }

@@ -78,7 +78,7 @@ pub struct TestArgs<'a> {
 }
 
 /// LF or CRLF line endings in, CRLF out (as the message travels in SMTP).
-fn crlf(raw: &[u8]) -> Vec<u8> {
+pub(super) fn crlf(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
     for (i, &b) in raw.iter().enumerate() {
         if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {

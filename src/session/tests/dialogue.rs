@@ -229,12 +229,7 @@ async fn bare_line_feed_in_a_command_closes_the_session() {
 async fn a_message_is_queued_before_its_250() {
     let s = setup().await;
     let mut c = s.logged_in().await;
-    c.send("MAIL FROM:<app@example.com>")
-        .await
-        .assert_code("250 2.1.0");
-    c.send("RCPT TO:<rcpt@example.org>")
-        .await
-        .assert_code("250 2.1.5");
+    c.envelope().await;
     c.send("DATA").await.assert_code("354");
     c.write(message("m1").as_bytes()).await;
     let done = c.send(".").await;
@@ -272,12 +267,7 @@ async fn pipelined_commands_are_answered_in_order() {
 async fn message_over_the_limit_is_refused_after_data() {
     let s = setup().await;
     let mut c = s.logged_in().await;
-    c.send("MAIL FROM:<app@example.com>")
-        .await
-        .assert_code("250 2.1.0");
-    c.send("RCPT TO:<rcpt@example.org>")
-        .await
-        .assert_code("250 2.1.5");
+    c.envelope().await;
     c.send("DATA").await.assert_code("354");
     let mut big = message("big");
     big.push_str(&"0123456789abcdef\r\n".repeat(MAX_SIZE / 16));
@@ -291,12 +281,7 @@ async fn message_over_the_limit_is_refused_after_data() {
 async fn from_header_outside_the_account_is_refused() {
     let s = setup().await;
     let mut c = s.logged_in().await;
-    c.send("MAIL FROM:<app@example.com>")
-        .await
-        .assert_code("250 2.1.0");
-    c.send("RCPT TO:<rcpt@example.org>")
-        .await
-        .assert_code("250 2.1.5");
+    c.envelope().await;
     c.send("DATA").await.assert_code("354");
     let forged = message("m3").replace("From: <app@example.com>", "From: <boss@elsewhere.example>");
     c.write(forged.as_bytes()).await;

@@ -181,6 +181,17 @@ impl Client {
         self.read().await
     }
 
+    /// The usual envelope, accepted: `MAIL FROM:<app@example.com>` and
+    /// `RCPT TO:<rcpt@example.org>`, for tests about what follows it.
+    async fn envelope(&mut self) {
+        self.send("MAIL FROM:<app@example.com>")
+            .await
+            .assert_code("250 2.1.0");
+        self.send("RCPT TO:<rcpt@example.org>")
+            .await
+            .assert_code("250 2.1.5");
+    }
+
     async fn write(&mut self, bytes: &[u8]) {
         self.io.write_all(bytes).await.expect("write to session");
     }
